@@ -1,0 +1,38 @@
+# Paceline: the two commands of the README.
+#   make run   - everything on the embedded defaults: PostgreSQL, stand-ins, BigQuery emulator, Airflow UI
+#   make test  - the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || echo python3)
+VENV := .venv
+BQ_VENV := .venv-bq
+STAMP := $(VENV)/.paceline-installed
+BQ_STAMP := $(BQ_VENV)/.paceline-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test venv lint bench clean-local
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(VENV)/bin/python -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+$(BQ_STAMP): requirements-bqemulator.txt scripts/setup-bq-emulator.sh
+	bash scripts/setup-bq-emulator.sh
+	@touch $(BQ_STAMP)
+
+venv: $(STAMP) $(BQ_STAMP)
+
+run: venv
+	$(VENV)/bin/python -m paceline run
+
+test: venv
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: a broken suite counts as a failure"; exit 1; fi; \
+	exit $$rc
+
+lint: venv
+	$(VENV)/bin/ruff check include dags plugins tests bench
+
+clean-local:
+	rm -rf var

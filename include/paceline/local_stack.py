@@ -1,0 +1,205 @@
+"""`make run`: the whole stack on one machine, on the embedded defaults.
+
+Starts an embedded PostgreSQL (data under var/postgres, kept across restarts) holding Airflow's
+metadata database and the warehouse, migrates both, imports the pools, starts the stand-ins and
+the BigQuery emulator, writes the connections, starts Airflow 3 (api-server, scheduler,
+dag-processor, triggerer; LocalExecutor), unpauses the DAGs and prints the UI address and login.
+Ctrl+C stops every process it started. A lock file makes a second instance fail clearly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from paceline.config import pools_file, project_root, var_dir
+from paceline.db.embedded import EmbeddedPostgres
+
+AIRFLOW_DB = "airflow"
+WAREHOUSE_DB = "paceline"
+ADMIN_USER = "admin"
+AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _persisted_secret(path: Path) -> str:
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def airflow_env(pg_port: int, api_port: int) -> dict[str, str]:
+    """The environment every Airflow process of the local stack shares."""
+    home = var_dir() / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    root = project_root()
+    passwords = home / "simple_auth_manager_passwords.json"
+    if not passwords.exists():
+        passwords.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+        passwords.chmod(0o600)
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:{pg_port}/{AIRFLOW_DB}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API_AUTH__JWT_SECRET": _persisted_secret(home / "jwt_secret"),
+            "AIRFLOW__API__SECRET_KEY": _persisted_secret(home / "api_secret_key"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW_CONN_PACELINE_WAREHOUSE": json.dumps(
+                {"conn_type": "postgres", "host": "127.0.0.1", "port": pg_port, "login": "postgres", "schema": WAREHOUSE_DB}
+            ),
+        }
+    )
+    return env
+
+
+def _airflow(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    return subprocess.run([airflow, *args], env=env, check=check, capture_output=True, text=True)  # noqa: S603
+
+
+def _wait_healthy(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    return False
+
+
+def dag_ids(env: dict[str, str]) -> list[str]:
+    """The DAG ids Airflow has parsed from dags/."""
+    listed = _airflow(env, "dags", "list", "-o", "json", check=False)
+    # Airflow prints import warnings on stdout before the JSON document.
+    lines = listed.stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("[")), None)
+    if start is None:
+        return []
+    try:
+        return [row["dag_id"] for row in json.loads("\n".join(lines[start:]))]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return []
+
+
+def run(scale: str = "small", port: int = 8080) -> int:
+    var = var_dir()
+    lock_handle = open(var / "run.lock", "w")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another `make run` is already running on {var} (lock {var / 'run.lock'}); stop it first", file=sys.stderr)
+        return 2
+    lock_handle.write(str(os.getpid()))
+    lock_handle.flush()
+
+    pg_port = int(os.environ.get("PACELINE_PG_PORT", "54329"))
+    pg = EmbeddedPostgres(var / "postgres", pg_port)
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def shutdown(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        print(f"starting PostgreSQL on 127.0.0.1:{pg_port} (data in {pg.datadir})", flush=True)
+        pg.start(reuse_running=True)
+        pg.ensure_database(AIRFLOW_DB)
+        warehouse_uri = pg.ensure_database(WAREHOUSE_DB)
+        env = airflow_env(pg_port, port)
+        os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "PACELINE"))})
+
+        print("migrating Airflow's metadata database (airflow db migrate)", flush=True)
+        _airflow(env, "db", "migrate")
+        print("migrating the warehouse (python -m paceline db upgrade)", flush=True)
+        from paceline.db.migrations import upgrade
+
+        upgrade(warehouse_uri)
+        print(f"importing pools from {pools_file()}", flush=True)
+        _airflow(env, "pools", "import", str(pools_file()))
+
+        print(f"starting the local stand-ins (python -m paceline sandbox up --scale {scale})", flush=True)
+        from paceline.sandbox import manager
+
+        state = manager.up(scale=scale)
+        print(manager.describe(state), flush=True)
+        if state.get("bigquery"):
+            env["BIGQUERY_EMULATOR_HOST"] = state["bigquery"]
+
+        logs = var / "logs"
+        logs.mkdir(exist_ok=True)
+        for name in AIRFLOW_PROCESSES:
+            args = [name, "--port", str(port)] if name == "api-server" else [name]
+            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
+            airflow = str(Path(sys.executable).with_name("airflow"))
+            processes.append(
+                (name, subprocess.Popen([airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT))  # noqa: S603
+            )
+        health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+        if not _wait_healthy(health, 180):
+            print(f"Airflow did not become healthy; see {logs}", file=sys.stderr)
+            return 1
+        _airflow(env, "dags", "reserialize", check=False)
+        unpaused = dag_ids(env)
+        if unpaused:
+            pattern = "^(" + "|".join(unpaused) + ")$"
+            _airflow(env, "dags", "unpause", "--treat-dag-id-as-regex", "-y", pattern, check=False)
+        print(f"unpaused DAGs: {', '.join(unpaused) or '(none found: check the dag-processor log)'}", flush=True)
+        password = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())[ADMIN_USER]
+        print(
+            "\nPaceline is up.\n"
+            f"  Airflow UI:   http://127.0.0.1:{port}  (login {ADMIN_USER} / {password})\n"
+            f"  health:       {health}\n"
+            f"  warehouse:    {warehouse_uri}\n"
+            f"  logs:         {logs}\n"
+            "Ctrl+C stops everything; `make run` again resumes with the data kept.",
+            flush=True,
+        )
+        while not stopping:
+            for name, process in processes:
+                if process.poll() is not None:
+                    print(f"airflow {name} exited with {process.returncode}; see {logs / (name + '.log')}", file=sys.stderr)
+                    return 1
+            time.sleep(1)
+        return 0
+    finally:
+        print("stopping...", flush=True)
+        for _, process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for _, process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        try:
+            from paceline.sandbox import manager
+
+            manager.down()
+        except Exception as exc:  # stopping must go on whatever failed
+            print(f"sandbox stop: {exc}", file=sys.stderr)
+        pg.stop()
+        lock_handle.close()
