@@ -62,6 +62,7 @@ def airflow_env(pg_port: int, api_port: int) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW_CONN_PACELINE_WAREHOUSE": json.dumps(
                 {"conn_type": "postgres", "host": "127.0.0.1", "port": pg_port, "login": "postgres", "schema": WAREHOUSE_DB}
             ),

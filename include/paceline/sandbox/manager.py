@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def describe(state: dict[str, Any]) -> str:
 def up(scale: str = "small", seed: int = 7, foreground: bool = False, timeout: float = 180.0) -> dict[str, Any]:
     """Start the sandbox in the background (or, with foreground, in this process until SIGTERM)."""
     running = status()
-    if running:
+    if running and running.get("pid") != os.getpid():  # in a container, a stale file may name our own pid
         return running
     if foreground:
         return serve_forever(scale, seed)
@@ -182,13 +183,20 @@ def write_airflow_connections(conns: dict[str, dict[str, Any]]) -> None:
         json.dump(conns, handle)
         path = handle.name
     try:
+        beside = Path(sys.executable).with_name("airflow")
+        airflow = str(beside) if beside.exists() else (shutil.which("airflow") or "airflow")
         subprocess.run(  # noqa: S603 - the venv's own airflow
-            [str(Path(sys.executable).with_name("airflow")), "connections", "import", "--overwrite", path],
+            [airflow, "connections", "import", "--overwrite", path],
             check=True,
             capture_output=True,
         )
     finally:
         os.unlink(path)
+
+
+def _fixed_port(name: str) -> int:
+    """A port from PACELINE_SANDBOX_PORT_<NAME> (docker-compose pins them); 0 picks a free one."""
+    return int(os.environ.get(f"PACELINE_SANDBOX_PORT_{name}", "0") or 0)
 
 
 def serve_forever(scale: str, seed: int) -> dict[str, Any]:
@@ -200,14 +208,14 @@ def serve_forever(scale: str, seed: int) -> dict[str, Any]:
     public_host = os.environ.get("PACELINE_SANDBOX_PUBLIC_HOST", "127.0.0.1")
     notes: list[str] = []
     servers = {
-        "runsignup": serve(runsignup.build(scale, seed), host),
-        "haku": serve(haku.build(scale, seed), host),
-        "racing_api": serve(racing_api.build(scale, seed), host),
+        "runsignup": serve(runsignup.build(scale, seed), host, _fixed_port("RUNSIGNUP")),
+        "haku": serve(haku.build(scale, seed), host, _fixed_port("HAKU")),
+        "racing_api": serve(racing_api.build(scale, seed), host, _fixed_port("RACING_API")),
     }
     urls = {name: f"http://{public_host}:{server.port}" for name, server in servers.items()}
     emulator = None
     if bq.emulator_available():
-        emulator = bq.start_emulator(sandbox_dir() / "bigquery")
+        emulator = bq.start_emulator(sandbox_dir() / "bigquery", _fixed_port("BIGQUERY") or None, host=host)
         stats = bq.seed_scale(emulator.client(), scale, seed)
         notes.append(f"BigQuery seeded: {stats.game_days} game days, {stats.box_rows} box rows")
     else:
@@ -222,7 +230,7 @@ def serve_forever(scale: str, seed: int) -> dict[str, Any]:
         "haku": urls["haku"],
         "haku_token_url": urls["haku"] + haku_standin.token_path,
         "racing_api": urls["racing_api"],
-        "bigquery": emulator.url if emulator else None,
+        "bigquery": f"http://{public_host}:{emulator.rest_port}" if emulator else None,
         "bigquery_project": emulator.project if emulator else None,
         "integrations": integrations,
         "racing_api_credentials": servers["racing_api"].standin.credentials(),

@@ -1,0 +1,11 @@
+-- Creates Paceline's warehouse database next to Airflow's metadata database.
+--
+-- The postgres image runs the *.sql files of /docker-entrypoint-initdb.d (docker-compose.yaml
+-- mounts this folder there) once, as POSTGRES_USER, when the service starts on an empty data
+-- volume. Its tables are not created here: `python -m paceline db upgrade` (run by the
+-- airflow-init service) applies the versioned migrations, as it does everywhere else.
+--
+-- A database of its own, not a schema in Airflow's: the warehouse can then be dumped, restored,
+-- moved to another server or dropped without touching Airflow's state, and `airflow db reset`
+-- never touches Paceline's data.
+CREATE DATABASE paceline;
