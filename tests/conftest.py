@@ -6,6 +6,7 @@ module imports airflow.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 _TEST_HOME = Path(tempfile.mkdtemp(prefix="paceline-test-"))
+atexit.register(shutil.rmtree, _TEST_HOME, ignore_errors=True)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", str(_TEST_HOME / "airflow"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -33,7 +35,6 @@ def pg_server() -> Iterator[object]:
     server = EmbeddedPostgres(_TEST_HOME / "pg", free_port()).start()
     yield server
     server.stop()
-    shutil.rmtree(_TEST_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ CONTRACT_DAG_IDS = {
 def dagbag(warehouse_dsn):
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS_DIR), include_examples=False)
+    return DagBag(dag_folder=str(DAGS_DIR))
 
 
 def test_every_dag_file_imports_without_errors(dagbag) -> None:

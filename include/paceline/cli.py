@@ -41,6 +41,24 @@ def _run(args: argparse.Namespace) -> int:
     return run(scale=args.scale, port=args.port)
 
 
+def _nba_check(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+    from paceline.nba.quality import DataQualityError, check_range
+
+    start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    try:
+        results = check_range(BigQueryHook(gcp_conn_id=args.conn_id), start, end, band=(args.band_low, args.band_high))
+    except DataQualityError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    for result in results:
+        print(result)
+    return 0
+
+
 def _pools(args: argparse.Namespace) -> int:
     from paceline.config import pools_file
 
@@ -71,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scale", choices=["small", "seed"], default="small")
     run.add_argument("--port", type=int, default=8080, help="Airflow UI/API port")
     run.set_defaults(func=_run)
+
+    nba = sub.add_parser("nba", help="NBA player_game_summary")
+    nba_sub = nba.add_subparsers(dest="nba_command", required=True)
+    check = nba_sub.add_parser("check", help="quality gate over a date range (exit 1 when a rule fails)")
+    check.add_argument("--start", required=True, help="YYYY-MM-DD")
+    check.add_argument("--end", required=True, help="YYYY-MM-DD")
+    check.add_argument("--band-low", type=float, default=0.35, help="lowest NULL share of minutes_played")
+    check.add_argument("--band-high", type=float, default=0.45, help="highest NULL share of minutes_played")
+    check.add_argument("--conn-id", default="google_cloud_default")
+    check.set_defaults(func=_nba_check)
 
     pools = sub.add_parser("pools-file", help="print the path of the pools file (airflow pools import FILE)")
     pools.set_defaults(func=_pools)

@@ -216,8 +216,14 @@ def serve_forever(scale: str, seed: int) -> dict[str, Any]:
     emulator = None
     if bq.emulator_available():
         emulator = bq.start_emulator(sandbox_dir() / "bigquery", _fixed_port("BIGQUERY") or None, host=host)
-        stats = bq.seed_scale(emulator.client(), scale, seed)
-        notes.append(f"BigQuery seeded: {stats.game_days} game days, {stats.box_rows} box rows")
+        # The emulator keeps its data on disk: seed a scale once, not at every start.
+        seeded_marker = sandbox_dir() / "bigquery" / f"seeded-{scale}-{seed}.json"
+        if seeded_marker.exists():
+            notes.append(f"BigQuery data of scale {scale} kept from an earlier start ({seeded_marker.name})")
+        else:
+            stats = bq.seed_scale(emulator.client(), scale, seed)
+            seeded_marker.write_text(json.dumps({"game_days": stats.game_days, "box_rows": stats.box_rows}))
+            notes.append(f"BigQuery seeded: {stats.game_days} game days, {stats.box_rows} box rows in {stats.seconds:.0f}s")
     else:
         notes.append("BigQuery emulator missing (.venv-bq): run scripts/setup-bq-emulator.sh")
     haku_standin = servers["haku"].standin

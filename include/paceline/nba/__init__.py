@@ -1,0 +1,34 @@
+"""NBA player_game_summary on BigQuery: one game day per run, SQL in ``sql/``.
+
+The names here are the contract's (``CONTRACT.md``): datasets, tables, DAG id and the Asset that
+downstream consumers schedule on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+
+DAG_ID = "nba_player_game_summary"
+QUALITY_DAG_ID = "nba_quality_check"
+RAW_DATASET = "nba_raw"
+ANALYTICS_DATASET = "nba_analytics"
+BOX_TABLE = f"{RAW_DATASET}.box_player"
+PBP_TABLE = f"{RAW_DATASET}.pbp_actions"
+SUMMARY_TABLE = f"{ANALYTICS_DATASET}.player_game_summary"
+TRANSFORM_SQL = "player_game_summary.sql"
+
+# Emitted only by a day whose quality checks passed. "paceline" stands for the project, which
+# the connection decides (paceline-local on the emulator).
+ASSET_NAME = "nba_player_game_summary"
+ASSET_URI = "bigquery://paceline/nba_analytics/player_game_summary"
+
+# Environment variable that switches the BigQuery job operator's deferrable mode (default on;
+# "false" turns it off). See docs/nba.md for how it behaves on the emulator.
+DEFERRABLE_SETTING = "PACELINE_BQ_DEFERRABLE"
+
+
+def sql_text(name: str) -> str:
+    """The text of a file under ``sql/`` (e.g. ``"checks/zone_sum.sql"``)."""
+    return (SQL_DIR / name).read_text()
