@@ -33,6 +33,7 @@ from typing import Any
 
 from paceline.config import project_root
 from paceline.nba import BOX_TABLE, PBP_TABLE, SQL_DIR
+from paceline.sandbox.processes import pid_alive
 
 DEFAULT_PROJECT = "paceline-local"
 LAUNCHER = Path(__file__).resolve().parent / "bq_launcher.py"
@@ -119,7 +120,7 @@ class EmulatorProcess:
     def is_alive(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``. Idempotent."""
@@ -143,21 +144,6 @@ class EmulatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
 
 
 def _healthy(url: str, timeout: float = 2.0) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from paceline.config import RACING_API_CONN_ID, var_dir
+from paceline.sandbox.processes import pid_alive
 
 REGISTER_PARTNER = """
 INSERT INTO registrations.timing_partners (timing_partner_id, name) VALUES (%s, %s)
@@ -48,20 +49,6 @@ def state_file() -> Path:
     return sandbox_dir() / "state.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
-
-
 def status() -> dict[str, Any] | None:
     """The running sandbox's state, or None (a stale state file is removed)."""
     path = state_file()
@@ -69,7 +56,7 @@ def status() -> dict[str, Any] | None:
         state = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if not _alive(int(state.get("pid", 0))):
+    if not pid_alive(int(state.get("pid", 0))):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return None
@@ -122,9 +109,9 @@ def down(timeout: float = 30.0) -> str:
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         state_file().unlink()
