@@ -59,6 +59,13 @@ def _nba_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _racing_coverage(args: argparse.Namespace) -> int:
+    from paceline.racing.coverage import main as coverage_main
+
+    argv = ["--start", args.start, "--end", args.end] + (["--dsn", args.dsn] if args.dsn else [])
+    return coverage_main(argv + (["--json"] if args.json else []))
+
+
 def _pools(args: argparse.Namespace) -> int:
     from paceline.config import pools_file
 
@@ -99,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--band-high", type=float, default=0.45, help="highest NULL share of minutes_played")
     check.add_argument("--conn-id", default="google_cloud_default")
     check.set_defaults(func=_nba_check)
+
+    racing = sub.add_parser("racing", help="horse racing")
+    racing_sub = racing.add_subparsers(dest="racing_command", required=True)
+    cov = racing_sub.add_parser(
+        "coverage", help="per-day races/runners report (exit 1 on days not loaded or races without runners)"
+    )
+    cov.add_argument("--start", required=True, help="YYYY-MM-DD")
+    cov.add_argument("--end", required=True, help="YYYY-MM-DD")
+    cov.add_argument("--dsn", help="a libpq DSN instead of the paceline_warehouse connection")
+    cov.add_argument("--json", action="store_true")
+    cov.set_defaults(func=_racing_coverage)
 
     pools = sub.add_parser("pools-file", help="print the path of the pools file (airflow pools import FILE)")
     pools.set_defaults(func=_pools)

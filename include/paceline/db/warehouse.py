@@ -103,23 +103,29 @@ def upsert(
             )
     else:
         action = sql.SQL("DO NOTHING")
+    statement = sql.SQL("INSERT INTO {} AS t ({}) VALUES ({}) ON CONFLICT ({}) {} RETURNING (xmax = 0)").format(
+        target,
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        sql.SQL(", ").join(map(sql.Identifier, key)),
+        action,
+    )
     result = UpsertResult()
     values = list(deduped.values())
-    row_placeholder = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
-    for start in range(0, len(values), batch_size):
-        batch = values[start : start + batch_size]
-        statement = sql.SQL("INSERT INTO {} AS t ({}) VALUES {} ON CONFLICT ({}) {} RETURNING (xmax = 0)").format(
-            target,
-            sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL(", ").join([row_placeholder] * len(batch)),
-            sql.SQL(", ").join(map(sql.Identifier, key)),
-            action,
-        )
-        params = [_adapt(row[c]) for row in batch for c in columns]
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            flags = [r[0] for r in cur.fetchall()]
-        result.inserted += sum(1 for f in flags if f)
-        result.updated += sum(1 for f in flags if not f)
-        result.unchanged += len(batch) - len(flags)
+    # One short statement, sent many times in pipeline mode: psycopg prepares it once, and no
+    # giant multi-row SQL text has to be built and parsed per batch.
+    with conn.cursor() as cur:
+        for start in range(0, len(values), batch_size):
+            batch = values[start : start + batch_size]
+            cur.executemany(statement, [[_adapt(row[c]) for c in columns] for row in batch], returning=True)
+            flags = []
+            while True:
+                row = cur.fetchone()
+                if row is not None:
+                    flags.append(row[0])
+                if not cur.nextset():
+                    break
+            result.inserted += sum(1 for f in flags if f)
+            result.updated += sum(1 for f in flags if not f)
+            result.unchanged += len(batch) - len(flags)
     return result

@@ -1,0 +1,1 @@
+"""The Racing API: hook, client and payload parsing."""

@@ -1,0 +1,95 @@
+"""Airflow hook for The Racing API: HTTP Basic auth over the shared, rate-limited session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from paceline.config import RACING_API_CONN_ID
+from paceline.http.limiter import RateSpec, per_second
+from paceline.http.session import ApiSession, RetryPolicy, Verdict
+from paceline.providers.base import ApiHook
+
+DEFAULT_BASE_URL = "https://api.theracingapi.com"
+# "Requests are limited to 2 per second for every plan" (docs); the spec lowers a few to 1/s.
+DEFAULT_RATES: tuple[RateSpec, ...] = (per_second(2),)
+ONE_PER_SECOND: tuple[RateSpec, ...] = (per_second(1),)
+PAGE_KEYS = ("racecards", "results", "courses")
+THROTTLE_WAIT_S = 1.0
+
+
+def empty_page_is_throttle(response: requests.Response, body: Any) -> Verdict | None:
+    """The API's soft throttle: a 200 page whose ``total`` is missing or null.
+
+    Under rapid calls the API answers ``{"results": [], "total": null}`` instead of a 429. Every
+    real page carries an integer ``total`` (the spec requires it), so a page without one is a
+    throttle to wait out, never "no data".
+    """
+    if isinstance(body, dict) and any(k in body for k in PAGE_KEYS) and body.get("total") is None:
+        return Verdict(throttled=True)
+    return None
+
+
+class RacingApiHook(ApiHook):
+    """The Racing API (https://api.theracingapi.com).
+
+    Connection: host = base URL (default the real API), login / password = the API's Basic-auth
+    "Username" / "Password". A connection of type ``http`` works the same.
+    """
+
+    conn_name_attr = "racing_api_conn_id"
+    default_conn_name = RACING_API_CONN_ID
+    conn_type = "racing_api"
+    hook_name = "The Racing API"
+    provider = "racing_api"
+    default_base_url = DEFAULT_BASE_URL
+    default_rates = DEFAULT_RATES
+
+    def __init__(self, racing_api_conn_id: str = RACING_API_CONN_ID, **kwargs: Any) -> None:
+        # The API's window is one second and its 429 names no Retry-After: wait about a second,
+        # not the session's generic 5 s.
+        kwargs["retry"] = kwargs.get("retry") or RetryPolicy(throttle_wait_s=THROTTLE_WAIT_S)
+        super().__init__(racing_api_conn_id, **kwargs)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port", "extra"],
+            "relabeling": {"host": "Base URL", "login": "Username", "password": "Password"},
+            "placeholders": {"host": DEFAULT_BASE_URL, "login": "API username", "password": "API password"},
+        }
+
+    def session_kwargs(self) -> dict[str, Any]:
+        self.require_fields("login", "password")
+        conn = self.connection
+        return {
+            "auth": (conn.login, conn.password),
+            "headers": {"Accept": "application/json"},
+            "body_check": empty_page_is_throttle,
+        }
+
+    def get_conn(self, rates: tuple[RateSpec, ...] | None = None) -> ApiSession:
+        """A session; `rates` narrows the limit for endpoints the spec slows (e.g. 1/s on courses).
+
+        The limiter keeps one call log per credential, so a narrower rate still counts every call
+        the credential made, and the 2/s of the others still holds.
+        """
+        return ApiSession(
+            self.base_url,
+            limiter=self.limiter(),
+            limiter_key=self.limiter_key,
+            rates=rates if rates is not None else self.rates,
+            retry=self.retry,
+            **self.session_kwargs(),
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Call ``/v1/courses/regions`` (a Free-plan endpoint) with the connection's credentials."""
+        from paceline.providers.racing_api.client import RacingApiClient
+
+        try:
+            regions = RacingApiClient(self).regions()
+        except Exception as exc:  # the UI shows the message; any failure is a failed test
+            return False, str(exc)
+        return True, f"Connected: {len(regions)} regions"

@@ -1,0 +1,1 @@
+"""Horse racing from The Racing API into the warehouse: loaders, masters, coverage."""

@@ -1,0 +1,79 @@
+"""The work behind the racing DAGs, as plain functions (the DAG files only wire them up)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from paceline.providers.racing_api.client import DEFAULT_REGIONS, RacingApiClient, racecards_available
+from paceline.racing import coverage as cov
+from paceline.racing.load import PROVIDER, load_day, load_masters
+
+log = logging.getLogger(__name__)
+
+DAILY_RESULTS_DAYS_BACK = 3  # results keep changing for a while after the race
+
+
+class CoverageFailed(Exception):
+    """Days that were not loaded, or races that have no runners (see paceline.racing.coverage)."""
+
+
+def _day(value: date | datetime | str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def interval_days(start: date | datetime | str, end: date | datetime | str) -> list[str]:
+    """The days of a data interval [start, end): a monthly run maps over these."""
+    return cov.month_days(_day(start), _day(end))
+
+
+def events_day(day: str, *, conn_id: str = PROVIDER, region_codes: Sequence[str] = DEFAULT_REGIONS,
+               dsn: str | None = None, client: RacingApiClient | None = None) -> dict[str, Any]:  # fmt: skip
+    """racing_events' mapped task: racecards (where the API has them) and results of one day."""
+    return load_day(day, conn_id=conn_id, dsn=dsn, region_codes=region_codes, client=client, sync_type="day")
+
+
+def coverage_check(start: date | datetime | str, end_exclusive: date | datetime | str, *, dsn: str | None = None,
+                   today: date | None = None, fail: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    """Report coverage of [start, end); raise CoverageFailed on failing flags (see coverage.py)."""
+    first, stop = _day(start), _day(end_exclusive)
+    report = cov.coverage(dsn, first, stop - timedelta(days=1), today=today)
+    log.info("racing coverage %s..%s\n%s", first, stop, cov.format_report(report))
+    for d in report:
+        if "no_meetings" in d["flags"]:
+            log.warning("no meetings on %s although racing is expected (the API returned none)", d["day"])
+    bad = cov.failures(report)
+    if bad and fail:
+        detail = ", ".join(f"{d['day']} ({'/'.join(d['flags'])})" for d in bad)
+        raise CoverageFailed(f"{len(bad)} day(s) incomplete: {detail}")
+    return report
+
+
+def daily_plan(logical_day: date | datetime | str, *, today: date | None = None) -> list[dict[str, Any]]:
+    """racing_daily's units: results of the last 3 days (yesterday first) and racecards of today and
+    tomorrow, each a day with what to fetch for it."""
+    base = _day(logical_day)
+    plan: list[dict[str, Any]] = []
+    for back in range(1, DAILY_RESULTS_DAYS_BACK + 1):
+        plan.append({"day": (base - timedelta(days=back)).isoformat(), "racecards": False, "results": True})
+    for ahead in (0, 1):
+        day = base + timedelta(days=ahead)
+        if racecards_available(day, today):
+            plan.append({"day": day.isoformat(), "racecards": True, "results": False})
+    return plan
+
+
+def daily_unit(unit: dict[str, Any], *, conn_id: str = PROVIDER, region_codes: Sequence[str] = DEFAULT_REGIONS,
+               dsn: str | None = None, client: RacingApiClient | None = None) -> dict[str, Any]:  # fmt: skip
+    sync_type = "results" if unit["results"] else "racecards"
+    return load_day(unit["day"], conn_id=conn_id, dsn=dsn, region_codes=region_codes, client=client,
+                    racecards=unit["racecards"], results=unit["results"], sync_type=sync_type)  # fmt: skip
+
+
+def masters(*, conn_id: str = PROVIDER, region_codes: Sequence[str] = DEFAULT_REGIONS, dsn: str | None = None,
+            client: RacingApiClient | None = None) -> dict[str, Any]:  # fmt: skip
+    return load_masters(conn_id=conn_id, dsn=dsn, region_codes=list(region_codes), client=client)
