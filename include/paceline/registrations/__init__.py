@@ -1,0 +1,1 @@
+"""Registration syncs (RunSignUp, Haku): planning shared by both, and one module per provider."""
