@@ -137,12 +137,13 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         pytest.fail("`paceline run` did not come up:\n" + "".join(output[-60:]))
     stack = Stack(process, env, var, f"http://127.0.0.1:{api_port}", pg_port, output)
     yield stack
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
+    if process.poll() is None:  # the last test stops it; this is for a run cut short
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
 
 
 def test_health_and_every_dag_listed_and_unpaused(stack: Stack) -> None:
@@ -214,3 +215,31 @@ def test_runsignup_sync_through_the_scheduler_and_no_secret_in_task_logs(stack: 
         if re.search(re.escape(secret), path.read_text(errors="replace"))
     }
     assert not leaked, f"credentials found in logs: {leaked}"
+
+
+def test_ctrl_c_stops_every_process_it_started(stack: Stack) -> None:
+    import psutil
+
+    def ours() -> list[str]:
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
+            try:
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                environ = proc.info["environ"] or {}
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if proc.pid != stack.process.pid and (
+                str(stack.var) in cmdline or environ.get("PACELINE_VAR_DIR") == str(stack.var)
+            ):
+                found.append(f"{proc.pid} {cmdline[:120]}")
+        return found
+
+    assert ours(), "the stack's processes should be visible before Ctrl+C"
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=120) == 0
+    deadline = time.monotonic() + 30
+    while ours() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not ours()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.api}/api/v2/monitor/health", timeout=5)
