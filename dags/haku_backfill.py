@@ -1,0 +1,82 @@
+"""haku_backfill: Haku history, small and medium events first, large ones after in a pool of their own."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from paceline.dag_defaults import DEFAULT_ARGS
+from paceline.registrations import haku_backfill, haku_sync
+
+DOC = """
+### Haku backfill (manual)
+
+**plan** lists the events of one integration (`integration_id`) or of every enabled one, keeps
+those dated within `start_date`..`end_date` (empty: unbounded), and estimates each event's size
+from its participant listing alone (pages 1, 2, 4, ... then bisection: a handful of calls, no
+detail call). Events of at most `large_threshold` registrations (1,000) are synced first,
+smallest first (pool `haku_api`); the large ones follow (pool `haku_backfill_large`, lower
+priority), even if some small ones failed.
+
+Each event is a full sync committed on its own: progress shows event by event, a failed event
+fails only its task, and clearing the failed tasks resumes the backfill. `paceline.sync_audit`
+keeps `estimated_size` beside `actual_size` for every event (`sync_type = 'backfill'`).
+"""
+
+with DAG(
+    dag_id="haku_backfill",
+    description="Haku history: small events first, large ones deferred",
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    params={
+        "integration_id": Param(None, type=["null", "string"], description="One integration (null: every enabled one)"),
+        "start_date": Param(None, type=["null", "string"], format="date", description="First event date (null: unbounded)"),
+        "end_date": Param(None, type=["null", "string"], format="date", description="Last event date (null: unbounded)"),
+        "large_threshold": Param(1000, type="integer", minimum=1, description="Registrations above which an event is large"),
+    },
+    tags=["registrations", "haku", "backfill", "paceline"],
+    doc_md=DOC,
+) as dag:
+
+    @task
+    def plan(params: dict | None = None) -> dict:
+        return haku_backfill.plan(params)
+
+    @task
+    def small_events(planned: dict) -> list[list[dict]]:
+        print(planned["figures"])
+        return planned["small"]
+
+    @task
+    def large_events(planned: dict) -> list[list[dict]]:
+        return planned["large"]
+
+    @task(pool="haku_api", priority_weight=10, weight_rule="absolute", map_index_template="{{ haku_label }}")
+    def sync_small(events: list[dict], params: dict | None = None) -> list[dict]:
+        get_current_context()["haku_label"] = haku_sync.batch_label(events)
+        return haku_backfill.sync_batch(events, params)
+
+    @task(pool="haku_backfill_large", priority_weight=1, weight_rule="absolute",
+          trigger_rule="all_done", map_index_template="{{ haku_label }}")
+    def sync_large(events: list[dict], params: dict | None = None) -> list[dict]:
+        get_current_context()["haku_label"] = haku_sync.batch_label(events)
+        return haku_backfill.sync_batch(events, params)
+
+    @task(trigger_rule="all_done")
+    def summary(dag_run=None) -> dict:  # noqa: ANN001 - Airflow's DagRun
+        try:
+            return haku_sync.summarize(dag_run.dag_id, dag_run.run_id)
+        except RuntimeError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    planned = plan()
+    small = sync_small.expand(events=small_events(planned))
+    large = sync_large.expand(events=large_events(planned))
+    small >> large >> summary()
+
+if __name__ == "__main__":
+    dag.test()

@@ -1,0 +1,69 @@
+"""haku_backfill: cheap size estimates, small events first, estimated vs actual sizes audited."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from paceline.registrations import haku_backfill
+from tests.registrations.haku_support import HakuWorld, audit_rows, haku_fixture  # noqa: F401 - fixture
+
+
+def window(days_back: int, days_ahead: int) -> dict:
+    today = date.today()
+    return {"start_date": (today - timedelta(days=days_back)).isoformat(), "end_date": (today + timedelta(days=days_ahead)).isoformat()}
+
+
+def test_backfill_orders_small_first_and_records_estimates(haku: HakuWorld) -> None:
+    # in the window: Harbor Lights 5K (5), Lakeshore Turkey Trot (35), Pacific Coast 10K (60)
+    params = {**window(30, 30), "large_threshold": 40}
+    planned = haku_backfill.plan(params)
+    small = [i for b in planned["small"] for i in b]
+    large = [i for b in planned["large"] for i in b]
+    assert [(i["event_name"], i["estimated_size"]) for i in large] == [("Pacific Coast 10K", 60)]
+    assert sorted((i["event_name"], i["estimated_size"]) for i in small) == [("Harbor Lights 5K", 5), ("Lakeshore Turkey Trot", 35)]
+    assert haku.stats()["calls"].get(haku.integration(3)["login"], {}).get("registration", 0) == 0  # no detail call to size
+    assert planned["figures"]["estimate_calls"] <= 12
+    for item in small + large:  # the order the DAG runs them in
+        result = haku_backfill.sync_item(item, params)
+        assert result["sync_type"] == "backfill" and result["actual_size"] == item["estimated_size"]
+    rows = [r for r in audit_rows(haku.dsn) if r["sync_type"] == "backfill"]
+    assert [r["unit"] for r in rows] == [i["event_id"] for i in small + large]
+    assert all(r["estimated_size"] == r["actual_size"] and r["status"] == "success" for r in rows)
+    haku.assert_matches_truth(3)
+    haku.assert_matches_truth(2, {haku.event("Lakeshore Turkey Trot")["event_id"]})
+
+
+def test_backfill_rerun_is_cheap_and_one_integration_only(haku: HakuWorld) -> None:
+    params = {**window(30, 30), "integration_id": haku.integration(3)["integration_id"]}
+    planned = haku_backfill.plan(params)
+    items = [i for b in planned["small"] + planned["large"] for i in b]
+    assert {i["integration"]["timing_partner_id"] for i in items} == {3}
+    haku_backfill.sync_batch(items, params)
+    haku.reset_stats()
+    again = haku_backfill.sync_batch(items, params)  # a resumed or repeated backfill
+    assert sum(r["details"] for r in again) == 0 and sum(r["inserted"] + r["updated"] for r in again) == 0
+    haku.assert_matches_truth(3)
+
+
+def test_backfill_params_are_checked(haku: HakuWorld) -> None:
+    with pytest.raises(ValueError, match="valid: haku-tp2, haku-tp3"):
+        haku_backfill.plan({"integration_id": "haku-tp9"})
+    with pytest.raises(ValueError, match="after end_date"):
+        haku_backfill.plan({"start_date": "2026-05-01", "end_date": "2026-04-01"})
+
+
+def test_estimate_is_exact_across_page_caps(haku: HakuWorld) -> None:
+    from paceline.providers.haku.client import HakuClient
+    from paceline.providers.haku.hook import HakuHook
+
+    session = HakuHook(haku.integration(2)["conn_id"]).get_conn()
+    client = HakuClient(session)
+    marathon = haku.event("Lakeshore Marathon Weekend")
+    for cap in (25, 100, 7):
+        haku.knobs(max_per_page=cap)
+        before = session.stats.calls
+        assert client.estimate_participants(marathon["event_id"], 100) == marathon["registration_count"] == 1200
+        assert session.stats.calls - before <= 2 * (1200 // cap).bit_length() + 2
+    assert client.estimate_participants(haku.event("Lakeshore Winter Dash")["event_id"]) == 0
