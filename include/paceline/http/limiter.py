@@ -11,6 +11,7 @@ jitter cannot squeeze two calls into the provider's second.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -48,6 +49,31 @@ def per_second(limit: float) -> RateSpec:
 
 def per_hour(limit: int, hour_seconds: float = 3600.0) -> RateSpec:
     return RateSpec(limit, hour_seconds)
+
+
+HOUR_SECONDS_ENV = "PACELINE_RATE_HOUR_SECONDS"
+HOURLY_MARGIN = 0.01
+
+
+def hour_seconds() -> float:
+    """Length of a quota's hour; PACELINE_RATE_HOUR_SECONDS shortens it for tests and benchmarks."""
+    return float(os.environ.get(HOUR_SECONDS_ENV) or 3600.0)
+
+
+def hourly_quota(
+    calls_per_hour: int, calls_per_second: float | None = None, *, min_margin_s: float = 0.0
+) -> tuple[RateSpec, ...]:
+    """A credential's hourly quota (and optional per-second cap) for the limiter.
+
+    The window is 1% longer than the provider's hour (at least `min_margin_s`): the limiter stamps
+    a call when it admits it, the provider when it arrives a little later, and that gap must not
+    let the provider count one call too many in its hour.
+    """
+    hour = hour_seconds()
+    rates = [per_hour(int(calls_per_hour), hour + max(min_margin_s, hour * HOURLY_MARGIN))]
+    if calls_per_second:
+        rates.append(per_second(float(calls_per_second)))
+    return tuple(rates)
 
 
 class RateLimitTimeout(Exception):

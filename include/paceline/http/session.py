@@ -34,13 +34,18 @@ SECRET_QUERY_PARAMS = re.compile(
 )
 
 
+def redact(text: str) -> str:
+    """Text with credential query values (api_key=..., api_secret=..., token=...) replaced by ***."""
+    return SECRET_QUERY_PARAMS.sub(r"\1***", text)
+
+
 class RedactQuerySecrets(logging.Filter):
     """urllib3 logs each request line at DEBUG, query string included; credentials sent as query
     parameters (RunSignUp's api_key/api_secret) must not reach any log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = SECRET_QUERY_PARAMS.sub(r"\1***", message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True

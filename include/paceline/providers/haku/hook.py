@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 import psycopg
 from cryptography.fernet import Fernet, InvalidToken
 
-from paceline.http.limiter import RateSpec, per_hour, per_second
+from paceline.http.limiter import RateSpec, hourly_quota
 from paceline.http.session import ApiError, ApiSession, RetryPolicy
 from paceline.providers.base import ApiHook, mask
 from paceline.providers.haku import CONN_FIELDS, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, UI_FIELD_BEHAVIOUR
@@ -33,7 +32,6 @@ from paceline.providers.haku import CONN_FIELDS, DEFAULT_BASE_URL, DEFAULT_TOKEN
 log = logging.getLogger(__name__)
 
 DEFAULT_CALLS_PER_HOUR = 500
-HOUR_MARGIN = 0.01  # see haku_rates
 MIN_HOUR_MARGIN_S = 1.0
 REFRESH_MARGIN_S = 300.0  # refresh 5 minutes early (or a tenth of a short lifetime)
 
@@ -51,11 +49,6 @@ ON CONFLICT (credential_hash) DO UPDATE SET
 LOCK_CREDENTIAL = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
 
-def hour_seconds() -> float:
-    """Length of the quota "hour"; PACELINE_RATE_HOUR_SECONDS shortens it for tests and benchmarks."""
-    return float(os.environ.get("PACELINE_RATE_HOUR_SECONDS") or 3600.0)
-
-
 def haku_rates(calls_per_hour: int | None = None, calls_per_second: float | None = None) -> tuple[RateSpec, ...]:
     """The credential's quota for the shared limiter.
 
@@ -63,11 +56,7 @@ def haku_rates(calls_per_hour: int | None = None, calls_per_second: float | None
     leaves our window can reach Haku sooner after it than they left us (network and scheduling
     jitter), and Haku would then count both in its hour and answer 429 "Limit Exceeded".
     """
-    hour = hour_seconds()
-    rates = [per_hour(int(calls_per_hour or DEFAULT_CALLS_PER_HOUR), hour + max(MIN_HOUR_MARGIN_S, hour * HOUR_MARGIN))]
-    if calls_per_second:
-        rates.append(per_second(calls_per_second))
-    return tuple(rates)
+    return hourly_quota(calls_per_hour or DEFAULT_CALLS_PER_HOUR, calls_per_second, min_margin_s=MIN_HOUR_MARGIN_S)
 
 
 TokenFetch = Callable[[], tuple[str, float]]  # -> (access token, expires_in seconds)

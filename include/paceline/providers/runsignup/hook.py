@@ -9,64 +9,21 @@ them from urllib3's debug lines.
 
 from __future__ import annotations
 
-import logging
-import os
-import re
 from typing import Any
 
 import requests
 
-from paceline.http.limiter import RateSpec, per_hour, per_second
-from paceline.http.session import RetryPolicy, Verdict
+from paceline.http.limiter import RateSpec, hourly_quota
+from paceline.http.session import RetryPolicy, Verdict, redact
 from paceline.providers.base import ApiHook
 
 DEFAULT_BASE_URL = "https://runsignup.com/Rest"
 DEFAULT_CALLS_PER_HOUR = 1000  # a client choice seen in the wild (provider-apis.md 1.9), overridable per integration
 THROTTLED = 14  # "Request throttled."
-HOUR_SECONDS_ENV = "PACELINE_RATE_HOUR_SECONDS"
-
-_SECRET_PARAMS = re.compile(r"((?:api_key|api_secret|tmp_key|tmp_secret|rsu_api_key)=)[^&\s\"']+", re.IGNORECASE)
-
-
-class _RedactCredentials(logging.Filter):
-    """urllib3 logs every request line with its query string at DEBUG; drop the key pair from it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if _SECRET_PARAMS.search(message):
-            record.msg = _SECRET_PARAMS.sub(r"\1***", message)
-            record.args = ()
-        return True
-
-
-_FILTER = _RedactCredentials()
-for _name in ("urllib3.connectionpool", "requests.packages.urllib3.connectionpool"):
-    if _FILTER not in logging.getLogger(_name).filters:
-        logging.getLogger(_name).addFilter(_FILTER)
-
-
-def redact(text: str) -> str:
-    """Text with any api_key/api_secret query values replaced by ***."""
-    return _SECRET_PARAMS.sub(r"\1***", text)
-
-
-def hour_seconds() -> float:
-    """Length of the quota's hour; PACELINE_RATE_HOUR_SECONDS shortens it for tests and benchmarks."""
-    value = os.environ.get(HOUR_SECONDS_ENV)
-    return float(value) if value else 3600.0
-
-
-# The limiter stamps a call when it admits it, the provider when the call arrives a little later;
-# a window 1% longer than the provider's keeps that gap from turning into an error 14.
-HOUR_MARGIN = 0.01
-
 
 def quota_rates(calls_per_hour: int | None = None, calls_per_second: float | None = None) -> tuple[RateSpec, ...]:
     """The limiter rates of one credential: its hourly quota (default 1,000) and an optional per-second cap."""
-    rates = [per_hour(int(calls_per_hour or DEFAULT_CALLS_PER_HOUR), hour_seconds() * (1 + HOUR_MARGIN))]
-    if calls_per_second:
-        rates.append(per_second(float(calls_per_second)))
-    return tuple(rates)
+    return hourly_quota(calls_per_hour or DEFAULT_CALLS_PER_HOUR, calls_per_second)
 
 
 def error_of(body: Any) -> tuple[int | None, str] | None:
