@@ -195,8 +195,16 @@ class StandIn:
     def not_found(self, request: Request) -> Response:
         return Response(404, {"detail": "Not Found"})
 
+    def mutation_handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """The data mutations this stand-in offers through POST /_control/mutate, by action name."""
+        return {}
+
     def mutate(self, action: str, payload: dict[str, Any]) -> Any:
-        raise ValueError(f"{self.name} supports no mutation {action!r}")
+        handlers = self.mutation_handlers()
+        if action not in handlers:
+            raise ValueError(f"{self.name} supports no mutation {action!r}; known: {sorted(handlers)}")
+        with self.lock:
+            return handlers[action](payload)
 
     def malformed(self) -> bool:
         """Whether the next record served should be malformed (draws from the seeded RNG)."""

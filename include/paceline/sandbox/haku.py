@@ -684,8 +684,8 @@ class HakuStandIn(StandIn):
         return out
 
     # -- mutations --------------------------------------------------------------------------
-    def mutate(self, action: str, payload: dict[str, Any]) -> Any:
-        handlers = {
+    def mutation_handlers(self) -> dict[str, Any]:
+        return {
             "modify_participants": self._mutate_modify,
             "add_participants": self._mutate_add,
             "remove_participants": self._mutate_cancel,
@@ -693,10 +693,6 @@ class HakuStandIn(StandIn):
             "expire_tokens": self._mutate_expire_tokens,
             "reset_data": self._mutate_reset,
         }
-        if action not in handlers:
-            raise ValueError(f"haku supports no mutation {action!r}; known: {sorted(handlers)}")
-        with self.lock:
-            return handlers[action](payload)
 
     def _select_events(self, payload: dict[str, Any]) -> list[HakuEventSpec]:
         if payload.get("event_id") is not None:

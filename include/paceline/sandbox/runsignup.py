@@ -846,8 +846,8 @@ class RunSignUpStandIn(StandIn):
         return out
 
     # -- mutations --------------------------------------------------------------------------
-    def mutate(self, action: str, payload: dict[str, Any]) -> Any:
-        handlers = {
+    def mutation_handlers(self) -> dict[str, Any]:
+        return {
             "modify_participants": self._mutate_modify,
             "add_participants": self._mutate_add,
             "remove_participants": self._mutate_remove,
@@ -855,10 +855,6 @@ class RunSignUpStandIn(StandIn):
             "restore_credential": self._mutate_restore,
             "reset_data": self._mutate_reset,
         }
-        if action not in handlers:
-            raise ValueError(f"runsignup supports no mutation {action!r}; known: {sorted(handlers)}")
-        with self.lock:
-            return handlers[action](payload)
 
     def _select_events(self, payload: dict[str, Any]) -> list[EventSpec]:
         if payload.get("event_id") is not None:
