@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from paceline.http.session import Verdict
+from paceline.http.session import Verdict, redact
 from paceline.providers.runsignup import models
 from paceline.providers.runsignup.client import participants_of
-from paceline.providers.runsignup.hook import RunSignUpHook, body_check, quota_rates, redact
+from paceline.providers.runsignup.hook import RunSignUpHook, body_check, quota_rates
 from paceline.registrations import planning
 from paceline.registrations.runsignup_sync import SyncParams, group_work
 from paceline.sandbox import base as sandbox_base

@@ -14,7 +14,7 @@ from airflow.sdk import BaseHook
 
 from paceline.config import WAREHOUSE_CONN_ID
 from paceline.http.limiter import RateSpec, SharedRateLimiter
-from paceline.http.session import ApiSession, RetryPolicy
+from paceline.http.session import ApiSession, RetryPolicy, redact
 
 
 def mask(*values: Any) -> None:
@@ -98,15 +98,38 @@ class ApiHook(BaseHook):
         """Provider-specific ApiSession arguments (auth, params, body checks)."""
         return {}
 
-    def get_conn(self) -> ApiSession:
+    def get_conn(self, rates: tuple[RateSpec, ...] | None = None) -> ApiSession:
+        """A session for this credential; `rates` narrows the limit for endpoints a provider slows
+        down (the limiter keeps one call log per credential, so every call still counts)."""
         return ApiSession(
             self.base_url,
             limiter=self.limiter(),
             limiter_key=self.limiter_key,
-            rates=self.rates,
+            rates=rates if rates is not None else self.rates,
             retry=self.retry,
             **self.session_kwargs(),
         )
+
+    def probe(self, session: ApiSession) -> str:
+        """One cheap call that proves the credentials work; returns what to show the user."""
+        raise NotImplementedError
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The UI's Test button: one probe call, outside the shared limiter (the API server may not
+        reach the warehouse) and with short retries; the message never shows a credential."""
+        saved = self.use_limiter, self.retry
+        self.use_limiter, self.retry = False, RetryPolicy(attempts=1, base_s=0.5, throttle_max_wait_s=10)
+        try:
+            self.require_fields("login", "password")
+            session = self.get_conn()
+            try:
+                return True, self.probe(session)
+            finally:
+                session.close()
+        except Exception as exc:  # the Test button shows the message, whatever failed
+            return False, redact(f"{exc.__class__.__name__}: {exc}")
+        finally:
+            self.use_limiter, self.retry = saved
 
     def require_fields(self, *fields: str) -> None:
         """Fail with a clear message when the connection lacks a field the provider needs."""

@@ -35,9 +35,9 @@ from typing import Any
 
 from paceline import audit, watermarks
 from paceline.db import warehouse
-from paceline.http.session import ApiError, PermanentApiError, RetryPolicy
+from paceline.http.session import ApiError, PermanentApiError, RetryPolicy, redact
 from paceline.providers.runsignup.client import FIXABLE_BY_FULL_SYNC, RunSignUpClient, error_code
-from paceline.providers.runsignup.hook import RunSignUpHook, redact
+from paceline.providers.runsignup.hook import RunSignUpHook
 from paceline.providers.runsignup.models import (
     EVENT_KEY,
     EVENT_TABLE,

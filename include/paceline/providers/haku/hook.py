@@ -254,19 +254,11 @@ class HakuHook(ApiHook):
     def session_kwargs(self) -> dict[str, Any]:
         return {"headers": {"Accept": "application/json"}}
 
-    def test_connection(self) -> tuple[bool, str]:
-        """Get a token and list one page of events (the UI's Test button)."""
-        try:
-            self.require_fields("login", "password")
-            session = self.get_conn()
-            try:
-                events = session.get_json("/events", {"page": 1, "per_page": 1})
-            finally:
-                session.close()
-        except Exception as exc:  # the UI shows the message
-            return False, f"{exc.__class__.__name__}: {exc}"
+    def probe(self, session: ApiSession) -> str:
+        """A token (taken by get_conn) and one page of events."""
+        events = session.get_json("/events", {"page": 1, "per_page": 1})
         count = len(events) if isinstance(events, list) else "?"
-        return True, f"token from {self.token_url} accepted; /events answered ({count} on the first page)"
+        return f"token from {self.token_url} accepted; /events answered ({count} on the first page)"
 
 
 def quick_retry() -> RetryPolicy:

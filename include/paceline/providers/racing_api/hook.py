@@ -69,27 +69,7 @@ class RacingApiHook(ApiHook):
             "body_check": empty_page_is_throttle,
         }
 
-    def get_conn(self, rates: tuple[RateSpec, ...] | None = None) -> ApiSession:
-        """A session; `rates` narrows the limit for endpoints the spec slows (e.g. 1/s on courses).
-
-        The limiter keeps one call log per credential, so a narrower rate still counts every call
-        the credential made, and the 2/s of the others still holds.
-        """
-        return ApiSession(
-            self.base_url,
-            limiter=self.limiter(),
-            limiter_key=self.limiter_key,
-            rates=rates if rates is not None else self.rates,
-            retry=self.retry,
-            **self.session_kwargs(),
-        )
-
-    def test_connection(self) -> tuple[bool, str]:
-        """Call ``/v1/courses/regions`` (a Free-plan endpoint) with the connection's credentials."""
-        from paceline.providers.racing_api.client import RacingApiClient
-
-        try:
-            regions = RacingApiClient(self).regions()
-        except Exception as exc:  # the UI shows the message; any failure is a failed test
-            return False, str(exc)
-        return True, f"Connected: {len(regions)} regions"
+    def probe(self, session: ApiSession) -> str:
+        """``/v1/courses/regions``, a Free-plan endpoint: one call."""
+        regions = session.get_json("/v1/courses/regions")
+        return f"Connected: {len(regions)} regions"

@@ -14,7 +14,7 @@ from typing import Any
 import requests
 
 from paceline.http.limiter import RateSpec, hourly_quota
-from paceline.http.session import RetryPolicy, Verdict, redact
+from paceline.http.session import ApiSession, RetryPolicy, Verdict
 from paceline.providers.base import ApiHook
 
 DEFAULT_BASE_URL = "https://runsignup.com/Rest"
@@ -100,19 +100,10 @@ class RunSignUpHook(ApiHook):
 
         return RunSignUpClient(self.get_conn())
 
-    def test_connection(self) -> tuple[bool, str]:
-        """One cheap call (the key's first race) without the shared limiter, for the UI's Test button."""
-        try:
-            self.require_fields("login", "password")
-            hook = type(self)(self.conn_id, use_limiter=False, retry=RetryPolicy(attempts=1, base_s=0.5, throttle_max_wait_s=10))
-            session = hook.get_conn()
-            try:
-                body = session.get_json("races", {"only_partner_races": "T", "results_per_page": 1, "page": 1})
-            finally:
-                session.close()
-        except Exception as exc:  # the Test button shows the message; never the credentials
-            return False, redact(str(exc))
+    def probe(self, session: ApiSession) -> str:
+        """The key's first race: one call."""
+        body = session.get_json("races", {"only_partner_races": "T", "results_per_page": 1, "page": 1})
         races = body.get("races") if isinstance(body, dict) else None
         if races is None:
-            return False, "RunSignUp answered without a races list"
-        return True, f"Connected to {self.base_url}: key accepted ({len(races)} race(s) on the first page)"
+            raise ValueError("RunSignUp answered without a races list")
+        return f"Connected to {self.base_url}: key accepted ({len(races)} race(s) on the first page)"
