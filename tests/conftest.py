@@ -34,6 +34,9 @@ def pg_server() -> Iterator[object]:
 
     server = EmbeddedPostgres(_TEST_HOME / "pg", free_port()).start()
     yield server
+    from paceline.http.limiter import SharedRateLimiter
+
+    SharedRateLimiter.close_all()  # its leak threads would otherwise query a stopped server
     server.stop()
 
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
@@ -90,11 +91,30 @@ class SharedRateLimiter:
 
     _pools: dict[str, ConnectionPool] = {}
     _pools_lock = threading.Lock()
+    _instances: weakref.WeakSet[SharedRateLimiter] = weakref.WeakSet()
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self._limiters: dict[tuple[str, tuple[RateSpec, ...]], Limiter] = {}
         self._lock = threading.Lock()
+        self._instances.add(self)
+
+    def close(self) -> None:
+        """Stop the buckets' background leak threads."""
+        with self._lock:
+            for limiter in self._limiters.values():
+                limiter.close()
+            self._limiters.clear()
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every limiter and connection pool of this process (before its database goes away)."""
+        for instance in list(cls._instances):
+            instance.close()
+        with cls._pools_lock:
+            for pool in cls._pools.values():
+                pool.close()
+            cls._pools.clear()
 
     @classmethod
     def _pool(cls, dsn: str) -> ConnectionPool:
