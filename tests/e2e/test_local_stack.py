@@ -217,6 +217,26 @@ def test_runsignup_sync_through_the_scheduler_and_no_secret_in_task_logs(stack: 
     assert not leaked, f"credentials found in logs: {leaked}"
 
 
+def test_racing_month_backfill_maps_over_its_days(stack: Stack) -> None:
+    created = stack.airflow(
+        "backfill", "create", "--dag-id", "racing_events",
+        "--from-date", "2024-01-01", "--to-date", "2024-01-02", "--max-active-runs", "1",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    (run,) = stack.wait_for_runs("racing_events", 1, "backfill", timeout=600)
+    assert run["state"] == "success", run
+    assert (run["data_interval_start"][:10], run["data_interval_end"][:10]) == ("2024-01-01", "2024-02-01")
+    tasks = stack.get(f"/dags/racing_events/dagRuns/{run['dag_run_id']}/taskInstances", limit=100)["task_instances"]
+    days = [t for t in tasks if t["task_id"] == "load_day"]
+    assert len(days) == 31 and {t["state"] for t in days} == {"success"}
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{stack.pg_port}/paceline") as conn:
+        loaded_days, races, runners = conn.execute(
+            "SELECT count(DISTINCT r.race_date), count(DISTINCT r.race_id), count(u.*) FROM racing.ra_races r "
+            "LEFT JOIN racing.ra_runners u USING (race_id) WHERE r.race_date BETWEEN '2024-01-01' AND '2024-01-31'"
+        ).fetchone()
+    assert loaded_days >= 25 and races > 50 and runners > races
+
+
 def test_ctrl_c_stops_every_process_it_started(stack: Stack) -> None:
     import psutil
 
