@@ -188,7 +188,10 @@ def merge_race(card_row: dict[str, Any] | None, result_row: dict[str, Any] | Non
 
 
 # -- runners ---------------------------------------------------------------------------------------
-def runner_from_racecard(race: dict[str, Any], runner: dict[str, Any]) -> dict[str, Any]:
+def _runner_common(
+    race: dict[str, Any], runner: dict[str, Any], *, sex_key: str, weight_key: str, rating_key: str
+) -> dict[str, Any]:
+    """The runner columns racecards and results share; the field names they use differ."""
     name, _ = split_region(runner.get("horse"))
     return {
         "race_id": race["race_id"],
@@ -200,8 +203,8 @@ def runner_from_racecard(race: dict[str, Any], runner: dict[str, Any]) -> dict[s
         "draw": text(runner.get("draw")),
         "draw_int": to_int(runner.get("draw")),
         "age": to_int(runner.get("age")),
-        "sex_code": blank_none(text(runner.get("sex_code"))),
-        "weight_lbs": to_int(runner.get("lbs")),
+        "sex_code": blank_none(text(runner.get(sex_key))),
+        "weight_lbs": to_int(runner.get(weight_key)),
         "headgear": text(runner.get("headgear")),
         "jockey_id": blank_none(runner.get("jockey_id")),
         "jockey": text(runner.get("jockey")),
@@ -209,7 +212,13 @@ def runner_from_racecard(race: dict[str, Any], runner: dict[str, Any]) -> dict[s
         "trainer": text(runner.get("trainer")),
         "owner_id": blank_none(runner.get("owner_id")),
         "owner": text(runner.get("owner")),
-        "official_rating": to_int(runner.get("ofr")),
+        "official_rating": to_int(runner.get(rating_key)),
+    }
+
+
+def runner_from_racecard(race: dict[str, Any], runner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_runner_common(race, runner, sex_key="sex_code", weight_key="lbs", rating_key="ofr"),
         # racecard only
         "rpr": to_int(runner.get("rpr")),
         "topspeed": to_int(runner.get("ts")),
@@ -222,29 +231,10 @@ def runner_from_racecard(race: dict[str, Any], runner: dict[str, Any]) -> dict[s
 
 
 def runner_from_result(race: dict[str, Any], runner: dict[str, Any]) -> dict[str, Any]:
-    name, _ = split_region(runner.get("horse"))
     position = runner.get("position")
     position = None if position is None else str(position)
     return {
-        "race_id": race["race_id"],
-        "horse_id": runner["horse_id"],
-        "race_date": to_date(race.get("date")),
-        "horse": name,
-        "number": text(runner.get("number")),
-        "number_int": to_int(runner.get("number")),
-        "draw": text(runner.get("draw")),
-        "draw_int": to_int(runner.get("draw")),
-        "age": to_int(runner.get("age")),
-        "sex_code": blank_none(text(runner.get("sex"))),
-        "weight_lbs": to_int(runner.get("weight_lbs")),
-        "headgear": text(runner.get("headgear")),
-        "jockey_id": blank_none(runner.get("jockey_id")),
-        "jockey": text(runner.get("jockey")),
-        "trainer_id": blank_none(runner.get("trainer_id")),
-        "trainer": text(runner.get("trainer")),
-        "owner_id": blank_none(runner.get("owner_id")),
-        "owner": text(runner.get("owner")),
-        "official_rating": to_int(runner.get("or")),
+        **_runner_common(race, runner, sex_key="sex", weight_key="weight_lbs", rating_key="or"),
         # result only
         "position": position,
         "finish_position": to_int(position),
