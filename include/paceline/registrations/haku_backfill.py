@@ -154,13 +154,5 @@ def sync_item(item: Mapping[str, Any], params: Mapping[str, Any] | None = None, 
 
 
 def sync_batch(items: list[Mapping[str, Any]], params: Mapping[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-    results, failures = [], []
-    for item in items:
-        try:
-            results.append(sync_item(item, params, **kwargs))
-        except Exception as exc:
-            log.exception("event %s failed", item.get("event_id"))
-            failures.append(f"{item.get('event_id')}: {exc.__class__.__name__}: {exc}")
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(items)} events failed: " + "; ".join(failures))
-    return results
+    """Backfill each event of a mapped batch; one failing event fails the task after the others ran."""
+    return haku_sync.sync_batch(items, params, sync=sync_item, **kwargs)
