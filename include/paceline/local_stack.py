@@ -9,6 +9,7 @@ Ctrl+C stops every process it started. A lock file makes a second instance fail 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -103,6 +104,16 @@ def dag_ids(env: dict[str, str]) -> list[str]:
         return []
 
 
+def _signal_sessions(sessions: set[int], signum: int) -> None:
+    """Send signum to every process of the given sessions (each Airflow process starts one)."""
+    import psutil
+
+    for pid in psutil.pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+            if os.getsid(pid) in sessions:
+                os.kill(pid, signum)
+
+
 def run(scale: str = "small", port: int = 8080) -> int:
     var = var_dir()
     lock_handle = open(var / "run.lock", "w")  # noqa: SIM115 - held for the life of the process
@@ -156,9 +167,11 @@ def run(scale: str = "small", port: int = 8080) -> int:
             args = [name, "--port", str(port)] if name == "api-server" else [name]
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
             airflow = str(Path(sys.executable).with_name("airflow"))
-            processes.append(
-                (name, subprocess.Popen([airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT))  # noqa: S603
+            # Own process group: stopping it also stops what it spawned (serve-logs, task runners).
+            process = subprocess.Popen(  # noqa: S603
+                [airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+            processes.append((name, process))
         health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
         if not _wait_healthy(health, 180):
             print(f"Airflow did not become healthy; see {logs}", file=sys.stderr)
@@ -188,14 +201,15 @@ def run(scale: str = "small", port: int = 8080) -> int:
         return 0
     finally:
         print("stopping...", flush=True)
-        for _, process in processes:
-            if process.poll() is None:
-                process.terminate()
+        sessions = {process.pid for _, process in processes}
+        _signal_sessions(sessions, signal.SIGTERM)
         for _, process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
+                pass
+        # Task processes put themselves in process groups of their own inside our sessions.
+        _signal_sessions(sessions, signal.SIGKILL)
         try:
             from paceline.sandbox import manager
 
