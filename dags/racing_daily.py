@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task
 
-from paceline.config import RACING_API_CONN_ID
 from paceline.dag_defaults import DEFAULT_ARGS
 from paceline.racing import tasks
 
@@ -31,10 +30,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params={
-        "region_codes": Param(["gb", "ire"], type="array", description="Region codes (lowercase)"),
-        "conn_id": Param(RACING_API_CONN_ID, type="string", description="The Racing API connection"),
-    },
+    params=tasks.racing_params(),
     tags=["racing", "racing_api", "paceline"],
     doc_md=DOC,
 ) as dag:

@@ -7,9 +7,20 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from paceline.config import RACING_API_CONN_ID
 from paceline.providers.racing_api.client import DEFAULT_REGIONS, RacingApiClient, racecards_available
 from paceline.racing import coverage as cov
 from paceline.racing.load import PROVIDER, load_day, load_masters
+
+
+def racing_params() -> dict[str, Any]:
+    """The Trigger-form params every racing DAG shares."""
+    from airflow.sdk import Param
+
+    return {
+        "region_codes": Param(list(DEFAULT_REGIONS), type="array", description="Region codes (lowercase)"),
+        "conn_id": Param(RACING_API_CONN_ID, type="string", description="The Racing API connection"),
+    }
 
 log = logging.getLogger(__name__)
 
