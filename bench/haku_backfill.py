@@ -1,9 +1,9 @@
 """Benchmark: the Haku backfill against the Haku stand-in, with the quota "hour" scaled down.
 
-Runs exactly what the haku_backfill DAG runs (``haku_backfill.plan``, then ``sync_item`` for the
-small and medium events, then for the large ones), with the mapped tasks played by threads: a
-pool of ``--small-slots`` for the small events, then ``--large-slots`` for the large ones, like
-the Airflow pools ``haku_api`` and ``haku_backfill_large``. Every call takes its slot from the
+Runs exactly what the haku_backfill DAG runs (``haku_backfill.plan``, then ``sync_batch`` for each
+mapped batch), with the mapped tasks played by threads: ``--small-slots`` for the small and
+medium events and ``--large-slots`` for the large ones, like the Airflow pools ``haku_api`` and
+``haku_backfill_large``; a large batch starts once its own credential's small batches finished. Every call takes its slot from the
 shared PostgreSQL limiter, per credential, at 500 calls per "hour" of ``--hour-seconds``; the
 stand-in enforces the same quota with 429s, so a call let through too early shows as a throttle.
 
@@ -13,13 +13,14 @@ versus actual sizes, and the old approach on the same data: one call after anoth
 25 per page, a detail call per registration, all partners in sequence.
 
     .venv/bin/python bench/haku_backfill.py --scale seed --hour-seconds 20
-    .venv/bin/python bench/haku_backfill.py --scale seed --hour-seconds 20 --small-slots 14 --large-slots 7
+    .venv/bin/python bench/haku_backfill.py --scale seed --hour-seconds 20 --small-slots 4 --large-slots 2
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import json
 import os
 import sys
@@ -27,10 +28,10 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
+from scheduler import MappedTask, Scheduler  # bench/scheduler.py: mapped tasks, pools, reschedules
 
 OLD_SECONDS_PER_CALL = 3.6
 OLD_PAGE = 25
@@ -78,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="seed", choices=["seed", "small"])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--hour-seconds", type=float, default=20.0, help="length of the quota hour (real: 3600)")
-    parser.add_argument("--small-slots", type=int, default=4, help="haku_api pool slots (config/pools.json: 4)")
-    parser.add_argument("--large-slots", type=int, default=1, help="haku_backfill_large pool slots (config/pools.json: 1)")
+    pools = json.loads((Path(__file__).resolve().parents[1] / "config" / "pools.json").read_text())
+    parser.add_argument("--small-slots", type=int, default=pools["haku_api"]["slots"],
+                        help="haku_api pool slots (default: config/pools.json)")
+    parser.add_argument("--large-slots", type=int, default=pools["haku_backfill_large"]["slots"],
+                        help="haku_backfill_large pool slots (default: config/pools.json)")
     parser.add_argument("--integrations", type=int, default=0, help="only the first N credentials (0: all)")
     parser.add_argument("--large-threshold", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -142,24 +146,42 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         planned = haku_backfill.plan(params)
         t_plan = time.monotonic() - t0
-        small = [i for b in planned["small"] for i in b]
-        large = [i for b in planned["large"] for i in b]
+        small_batches = planned["small"]
+        large_batches = planned["large"]
+        small = [i for b in small_batches for i in b]
+        large = [i for b in large_batches for i in b["events"]]
         active: dict[str, list[tuple[float, float]]] = defaultdict(list)  # login -> task intervals
         login_by_id = {i["integration_id"]: i["login"] for i in integrations}
+        small_done_at: dict[str, float] = {}
 
-        def run(item: dict) -> dict:
+        def run(batch: list[dict], after_small: list[int] | None = None) -> list[dict]:
+            if after_small is not None:  # the DAG's sync_large: wait for this credential's small batches
+                haku_backfill.wait_for_small_events(after_small, scheduler, "bench")
             started = time.monotonic()
+            integration_id = batch[0]["integration"]["integration_id"]
             try:
-                return haku_backfill.sync_item(item, params)
+                return haku_backfill.sync_batch(batch, params)
             finally:
+                ended = time.monotonic()
                 with lock:
-                    active[login_by_id[item["integration"]["integration_id"]]].append((started, time.monotonic()))
+                    active[login_by_id[integration_id]].append((started, ended))
+                    if after_small is None:
+                        small_done_at[integration_id] = ended - t0
 
-        with ThreadPoolExecutor(max_workers=args.small_slots) as pool:
-            results = list(pool.map(run, small))
-        t_small = time.monotonic() - t0
-        with ThreadPoolExecutor(max_workers=args.large_slots) as pool:
-            results += list(pool.map(run, large))
+        scheduler = Scheduler("haku_backfill")
+        scheduler.run({
+            "haku_api": (args.small_slots, [
+                MappedTask(haku_backfill.SMALL_TASK_ID, n, functools.partial(run, b)) for n, b in enumerate(small_batches)
+            ]),
+            "haku_backfill_large": (args.large_slots, [
+                MappedTask("sync_large", n, functools.partial(run, b["events"], b["after_small"]))
+                for n, b in enumerate(large_batches)
+            ]),
+        })
+        if scheduler.errors:
+            print(f"  FAILED tasks: {list(scheduler.errors.items())[:5]}")
+        results = [r for out in scheduler.results.values() for r in out]
+        t_small = max(small_done_at.values(), default=0.0)
         wall = time.monotonic() - t0
         ApiSession._take_slot = original  # type: ignore[method-assign]
 
@@ -171,15 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  events: {len(small)} small/medium, {len(large)} large (> {args.large_threshold}); "
               f"{sum(r['actual_size'] or 0 for r in results)} registrations")
         print(f"  calls: {calls} ({planned['figures']['estimate_calls']} to estimate sizes); "
-              f"throttles received: {sum(stats['throttles'].values())}")
-        print(f"  wall: {wall:.1f} s (plan {t_plan:.1f} s, small done at {t_small:.1f} s) "
+              f"throttles received: {sum(stats['throttles'].values())}; reschedules: {scheduler.reschedules}")
+        print(f"  wall: {wall:.1f} s (plan {t_plan:.1f} s, last small event done at {t_small:.1f} s) "
               f"= {wall / hour:.2f} quota hours = {wall / hour:.1f} h at the real 500/hour")
         misses = [(r["event_id"], r["estimated_size"], r["actual_size"]) for r in results if r["estimated_size"] != r["actual_size"]]
         print(f"  estimated vs actual size: {len(results) - len(misses)} of {len(results)} exact"
               + (f"; off: {misses[:5]}" if misses else ""))
         print("  per credential: calls, hours until its last call, share of its quota used in one-hour windows")
-        print("    (a) while one of its syncs was running, (b) from the start to its last call (includes the wait")
-        print("    for the small->large barrier); '-': never held back by the quota")
+        print("    (a) while one of its syncs was running, (b) from the start to its last call (includes any time")
+        print("    its work waited for a slot); '-': never held back by the quota")
         shares_a, shares_b = [], []
         for key, times in sorted(stamps.items()):
             times.sort()

@@ -21,6 +21,7 @@ modified-since call per event plus the pages of the changes).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -30,11 +31,11 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from scheduler import MappedTask, Scheduler  # bench/scheduler.py: mapped tasks, pools, reschedules
 
 from paceline.db.embedded import EmbeddedPostgres, free_port
 from paceline.db.migrations import upgrade
@@ -63,8 +64,6 @@ def run_sync(params: dict[str, Any], workers: int, retry: RetryPolicy) -> dict[s
     planned = time.monotonic()
     busy: dict[str, list[float]] = {}
     lock = threading.Lock()
-    summaries: list[dict[str, Any]] = []
-    failed: list[str] = []
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
         t0 = time.monotonic()
@@ -77,12 +76,11 @@ def run_sync(params: dict[str, Any], workers: int, retry: RetryPolicy) -> dict[s
                     span = busy.setdefault(event["integration"]["integration_id"], [t0, t1])
                     span[0], span[1] = min(span[0], t0), max(span[1], t1)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(one, item) for item in items]):
-            try:
-                summaries.extend(future.result()["events"])
-            except Exception as exc:  # a failed item is what Airflow would retry; reported below
-                failed.append(str(exc)[:300])
+    scheduler = Scheduler("runsignup_sync")
+    tasks = [MappedTask("sync", n, functools.partial(one, item)) for n, item in enumerate(items)]
+    scheduler.run({"runsignup_api": (workers, tasks)})
+    summaries = [e for result in scheduler.results.values() for e in result["events"]]
+    failed = [str(exc)[:300] for exc in scheduler.errors.values()]  # what Airflow would retry; reported below
     return {
         "items": len(items),
         "events": len(summaries),
@@ -91,6 +89,7 @@ def run_sync(params: dict[str, Any], workers: int, retry: RetryPolicy) -> dict[s
         "summaries": summaries,
         "busy": busy,
         "failed": failed,
+        "reschedules": scheduler.reschedules,
     }
 
 
@@ -110,6 +109,7 @@ def figures(
         "mapped_items": run["items"],
         "events": run["events"],
         "failed_items": len(run["failed"]),
+        "reschedules": run["reschedules"],
         "full_syncs": sum(1 for x in s if x["sync_type"] == "full"),
         "incremental_syncs": sum(1 for x in s if x["sync_type"] == "incremental"),
         "calls": stats["total_calls"],
@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--hour-seconds", type=float, default=36.0, help="length of the quota's hour (default 36: 100x)")
     parser.add_argument("--quota", type=int, default=QUOTA, help="calls per hour per key (default 1000)")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent mapped tasks (the runsignup_api pool)")
+    pool_slots = json.loads((Path(__file__).resolve().parents[1] / "config" / "pools.json").read_text())["runsignup_api"]["slots"]
+    parser.add_argument("--workers", type=int, default=pool_slots,
+                        help="concurrent mapped tasks (default: the runsignup_api pool in config/pools.json)")
     parser.add_argument("--change", type=float, default=0.01, help="share of participants changed before the nightly")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

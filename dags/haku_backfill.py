@@ -18,7 +18,10 @@ those dated within `start_date`..`end_date` (empty: unbounded), and estimates ea
 from its participant listing alone (pages 1, 2, 4, ... then bisection: a handful of calls, no
 detail call). Events of at most `large_threshold` registrations (1,000) are synced first,
 smallest first (pool `haku_api`); the large ones follow (pool `haku_backfill_large`, lower
-priority), even if some small ones failed.
+priority), even if some small ones failed. "First" holds per credential: each mapped batch
+holds one credential's events, and a large batch starts once its own credential's small
+batches have finished (until then it is *up for reschedule* and holds no slot), so a credential
+with little small work goes on to its large events while others are still busy.
 
 Each event is a full sync committed on its own: progress shows event by event, a failed event
 fails only its task, and clearing the failed tasks resumes the backfill. `paceline.sync_audit`
@@ -52,7 +55,7 @@ with DAG(
         return planned["small"]
 
     @task
-    def large_events(planned: dict) -> list[list[dict]]:
+    def large_events(planned: dict) -> list[dict]:
         return planned["large"]
 
     @task(pool="haku_api", priority_weight=10, weight_rule="absolute", map_index_template="{{ haku_label }}")
@@ -60,10 +63,11 @@ with DAG(
         get_current_context()["haku_label"] = haku_sync.batch_label(events)
         return haku_backfill.sync_batch(events, params)
 
-    @task(pool="haku_backfill_large", priority_weight=1, weight_rule="absolute",
-          trigger_rule="all_done", map_index_template="{{ haku_label }}")
-    def sync_large(events: list[dict], params: dict | None = None) -> list[dict]:
+    @task(pool="haku_backfill_large", priority_weight=1, weight_rule="absolute", map_index_template="{{ haku_label }}")
+    def sync_large(events: list[dict], after_small: list[int], params: dict | None = None, ti=None,  # noqa: ANN001
+                   run_id: str | None = None) -> list[dict]:
         get_current_context()["haku_label"] = haku_sync.batch_label(events)
+        haku_backfill.wait_for_small_events(after_small, ti, run_id)
         return haku_backfill.sync_batch(events, params)
 
     @task(trigger_rule="all_done")
@@ -75,8 +79,8 @@ with DAG(
 
     planned = plan()
     small = sync_small.expand(events=small_events(planned))
-    large = sync_large.expand(events=large_events(planned))
-    small >> large >> summary()
+    large = sync_large.expand_kwargs(large_events(planned))
+    [small, large] >> summary()
 
 if __name__ == "__main__":
     dag.test()

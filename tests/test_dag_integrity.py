@@ -48,3 +48,16 @@ def test_dag_files_are_short_and_declarative() -> None:
     for path in DAGS_DIR.glob("*.py"):
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         assert len(lines) < 200, f"{path.name} has {len(lines)} lines: move the work to include/paceline"
+
+
+def test_haku_backfill_large_batches_wait_per_credential_not_behind_a_barrier(dagbag) -> None:
+    from paceline.registrations import haku_backfill
+
+    dag = dagbag.dags["haku_backfill"]
+    small, large = dag.get_task(haku_backfill.SMALL_TASK_ID), dag.get_task("sync_large")
+    assert (small.pool, large.pool) == ("haku_api", "haku_backfill_large")
+    assert large.priority_weight < small.priority_weight
+    # no run-wide edge from the small events to the large ones: each large batch waits for its own
+    # credential's small batches (haku_backfill.wait_for_small_events)
+    assert small.task_id not in large.upstream_task_ids
+    assert {small.task_id, large.task_id} <= dag.get_task("summary").upstream_task_ids

@@ -97,3 +97,73 @@ def test_per_second_accepts_fractions(limit: float) -> None:
 
     spec = per_second(limit)
     assert spec.limit / spec.per_seconds == pytest.approx(limit)
+
+
+def test_wait_s_says_when_the_next_call_fits_and_takes_no_slot(warehouse_dsn: str) -> None:
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:peek:{time.time()}"
+    rates = (RateSpec(3, 4.0),)
+    assert limiter.wait_s(key, rates) == 0.0
+    for _ in range(3):
+        limiter.acquire(key, rates)
+    first = limiter.wait_s(key, rates)
+    assert 3.0 < first <= 4.0 * (1 + SHORT_WINDOW_MARGIN)
+    assert limiter.wait_s(key, rates) <= first  # peeking twice spent nothing
+    started = time.monotonic()
+    limiter.acquire(key, rates)
+    assert time.monotonic() - started == pytest.approx(first, abs=0.5)
+
+
+def test_a_call_is_stamped_when_it_is_admitted_not_when_it_asked(warehouse_dsn: str) -> None:
+    """Stock pyrate stamped a call before taking the bucket's table lock, so a call that waited
+    for the lock was logged earlier than it went out, and the provider saw one call too many."""
+    import threading
+
+    import psycopg
+    from psycopg import sql
+
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:stamp:{time.time()}"
+    rates = (RateSpec(100, 60.0),)
+    limiter.acquire(key, rates)  # creates the bucket table
+    table = sql.Identifier(f"ratelimit___{bucket_table(key)}")
+    released: list[float] = []
+    locked = threading.Event()
+
+    def hold_the_lock() -> None:
+        with psycopg.connect(warehouse_dsn) as conn:
+            conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))
+            locked.set()
+            time.sleep(1.5)
+            released.append(conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    locked.wait(10)
+    limiter.acquire(key, rates)
+    holder.join()
+    with psycopg.connect(warehouse_dsn) as conn:
+        stamp = conn.execute(
+            sql.SQL("SELECT extract(epoch FROM max(item_timestamp)::timestamptz) FROM {}").format(table)
+        ).fetchone()[0]
+    assert stamp >= released[0], f"stamped {float(released[0] - stamp):.3f}s before it was admitted"
+
+
+def test_a_spent_quota_reschedules_a_task_that_has_not_started(warehouse_dsn: str, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from paceline.http.limiter import QuotaSpent
+    from paceline.http.session import ApiSession
+
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "60")  # reschedule beyond 1 s instead of 60 s
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:reschedule:{time.time()}"
+    session = ApiSession("http://127.0.0.1:9", limiter=limiter, limiter_key=key, rates=(RateSpec(2, 30.0),))
+    session.reschedule_if_quota_spent()  # quota left: nothing happens
+    for _ in range(2):
+        limiter.acquire(key, session.rates)
+    with pytest.raises(QuotaSpent) as spent:
+        session.reschedule_if_quota_spent()
+    assert isinstance(spent.value, AirflowRescheduleException)  # what Airflow turns into up_for_reschedule
+    assert 25 < spent.value.wait_s <= 30
+    session.close()

@@ -6,6 +6,7 @@ One stack serves the whole module: starting Airflow costs about a minute on two 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -235,6 +236,33 @@ def test_racing_month_backfill_maps_over_its_days(stack: Stack) -> None:
             "LEFT JOIN racing.ra_runners u USING (race_id) WHERE r.race_date BETWEEN '2024-01-01' AND '2024-01-31'"
         ).fetchone()
     assert loaded_days >= 25 and races > 50 and runners > races
+
+
+def test_haku_backfill_takes_each_credentials_small_events_before_its_large_ones(stack: Stack) -> None:
+    # tp3 in the small sandbox within 30 days: Harbor Lights 5K (5) and Pacific Coast 10K (60), large
+    # at a threshold of 40. Only tp3: the scheduled haku_sync spends tp2's real 500/hour quota.
+    today = dt.date.today()
+    conf = {"start_date": (today - dt.timedelta(days=30)).isoformat(), "integration_id": "haku-tp3",
+            "end_date": (today + dt.timedelta(days=30)).isoformat(), "large_threshold": 40}
+    stack.post("/dags/haku_backfill/dagRuns", {"logical_date": None, "conf": conf})
+    (run,) = stack.wait_for_runs("haku_backfill", 1, "manual")
+    assert run["state"] == "success", run
+    tasks = stack.get(f"/dags/haku_backfill/dagRuns/{run['dag_run_id']}/taskInstances", limit=100)["task_instances"]
+    by_task = {t["task_id"]: [] for t in tasks}
+    for t in tasks:
+        by_task[t["task_id"]].append(t)
+    assert {t["state"] for t in by_task["sync_small"] + by_task["sync_large"]} == {"success"}
+    assert [t["rendered_map_index"].split()[0] for t in by_task["sync_large"]] == ["tp3"]
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{stack.pg_port}/paceline") as conn:
+        rows = conn.execute(
+            "SELECT timing_partner_id, estimated_size, actual_size, started_at, finished_at FROM paceline.sync_audit "
+            "WHERE sync_type = 'backfill' AND run_id = %s ORDER BY started_at", (run["dag_run_id"],)
+        ).fetchall()
+    assert sorted((r[0], r[1]) for r in rows) == [(3, 5), (3, 60)]
+    assert all(r[1] == r[2] for r in rows)  # estimated = actual
+    (large,) = [r for r in rows if r[1] > 40]
+    # tp3's large event started after tp3's small one had finished
+    assert large[3] >= max(r[4] for r in rows if r[0] == 3 and r[1] <= 40)
 
 
 def test_ctrl_c_stops_every_process_it_started(stack: Stack) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -20,8 +20,14 @@ def test_backfill_orders_small_first_and_records_estimates(haku: HakuWorld) -> N
     params = {**window(30, 30), "large_threshold": 40}
     planned = haku_backfill.plan(params)
     small = [i for b in planned["small"] for i in b]
-    large = [i for b in planned["large"] for i in b]
+    large = [i for b in planned["large"] for i in b["events"]]
     assert [(i["event_name"], i["estimated_size"]) for i in large] == [("Pacific Coast 10K", 60)]
+    # the large batch waits for exactly its own credential's small batches
+    (large_batch,) = planned["large"]
+    own = large_batch["events"][0]["integration"]["integration_id"]
+    assert large_batch["after_small"] == [
+        n for n, b in enumerate(planned["small"]) if b[0]["integration"]["integration_id"] == own
+    ]
     assert sorted((i["event_name"], i["estimated_size"]) for i in small) == [("Harbor Lights 5K", 5), ("Lakeshore Turkey Trot", 35)]
     assert haku.stats()["calls"].get(haku.integration(3)["login"], {}).get("registration", 0) == 0  # no detail call to size
     assert planned["figures"]["estimate_calls"] <= 12
@@ -38,7 +44,7 @@ def test_backfill_orders_small_first_and_records_estimates(haku: HakuWorld) -> N
 def test_backfill_rerun_is_cheap_and_one_integration_only(haku: HakuWorld) -> None:
     params = {**window(30, 30), "integration_id": haku.integration(3)["integration_id"]}
     planned = haku_backfill.plan(params)
-    items = [i for b in planned["small"] + planned["large"] for i in b]
+    items = [i for b in planned["small"] for i in b] + [i for b in planned["large"] for i in b["events"]]
     assert {i["integration"]["timing_partner_id"] for i in items} == {3}
     haku_backfill.sync_batch(items, params)
     haku.reset_stats()
@@ -67,3 +73,45 @@ def test_estimate_is_exact_across_page_caps(haku: HakuWorld) -> None:
         assert client.estimate_participants(marathon["event_id"], 100) == marathon["registration_count"] == 1200
         assert session.stats.calls - before <= 2 * (1200 // cap).bit_length() + 2
     assert client.estimate_participants(haku.event("Lakeshore Winter Dash")["event_id"]) == 0
+
+
+def _item(integration_id: str, n: int) -> dict:
+    return {"integration": {"integration_id": integration_id}, "event_id": f"{integration_id}-{n}"}
+
+
+def test_lane_batches_keep_one_credential_per_batch_and_interleave() -> None:
+    groups = [[_item("a", n) for n in range(6)], [_item("b", n) for n in range(2)], [_item("c", n) for n in range(1)]]
+    few = haku_backfill.lane_batches(groups, max_items=512)
+    assert [b[0]["event_id"] for b in few] == ["a-0", "b-0", "c-0", "a-1", "b-1", "a-2", "a-3", "a-4", "a-5"]
+    assert all(len(b) == 1 for b in few)
+    capped = haku_backfill.lane_batches(groups, max_items=4)
+    assert len(capped) <= 4
+    assert all(len({i["integration"]["integration_id"] for i in b}) == 1 for b in capped)
+    assert sorted(i["event_id"] for b in capped for i in b) == sorted(i["event_id"] for g in groups for i in g)
+    # order within a credential is kept (smallest first, as planned)
+    assert [i["event_id"] for b in capped for i in b if i["integration"]["integration_id"] == "a"] == [f"a-{n}" for n in range(6)]
+    assert haku_backfill.small_tasks_by_integration(few) == {"a": [0, 3, 5, 6, 7, 8], "b": [1, 4], "c": [2]}
+
+
+def test_a_large_batch_waits_only_for_its_own_credentials_small_tasks() -> None:
+    states = {"sync_small_0": "success", "sync_small_1": "running", "sync_small_2": "failed", "sync_small_3": "up_for_retry"}
+    assert haku_backfill.unfinished_small_tasks(states, [0, 2]) == []
+    assert haku_backfill.unfinished_small_tasks(states, [0, 1, 3, 4]) == [1, 3, 4]  # 4: not even created yet
+
+    class FakeTaskInstance:  # the Task SDK's RuntimeTaskInstance, as far as the wait uses it
+        dag_id = "haku_backfill"
+
+        def __init__(self, run_states: dict) -> None:
+            self.run_states = run_states
+
+        def get_task_states(self, dag_id: str, task_ids: list[str], run_ids: list[str]) -> dict:
+            assert (dag_id, task_ids) == ("haku_backfill", ["sync_small"])
+            return {run_ids[0]: self.run_states}
+
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    haku_backfill.wait_for_small_events([0, 2], FakeTaskInstance(states), "r1")  # all finished: returns
+    with pytest.raises(AirflowRescheduleException) as waited:
+        haku_backfill.wait_for_small_events([0, 1], FakeTaskInstance(states), "r1", poll_s=30)
+    assert 20 < (waited.value.reschedule_date - datetime.now(UTC)).total_seconds() <= 30
+    haku_backfill.wait_for_small_events([], FakeTaskInstance({}), "r1")  # a credential without small events

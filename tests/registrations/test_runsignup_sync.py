@@ -206,6 +206,33 @@ def test_quota_from_provider_integrations_avoids_throttles(warehouse, monkeypatc
         box.stop()
 
 
+def test_a_spent_quota_reschedules_the_task_before_it_does_anything(warehouse, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from paceline.http.limiter import QuotaSpent
+    from paceline.registrations.planning import Integration
+
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "60")  # tasks reschedule beyond a 1 s wait
+    box = Sandbox(warehouse, monkeypatch, calls_per_hour=20)
+    try:
+        (item, *_) = rsu.plan({"timing_partner_id": 2}, retry=FAST)
+        client = rsu.make_client(Integration.from_dict(item["events"][0]["integration"]), FAST)
+        session = client.session
+        while session.limiter.wait_s(session.limiter_key, session.rates) <= 1:  # spend the rest of the quota
+            session.limiter.acquire(session.limiter_key, session.rates)
+        client.close()
+        calls_before = box.control("stats")["total_calls"]
+        audited_before = box.scalar("SELECT count(*) FROM paceline.sync_audit WHERE provider = 'runsignup'")
+        with pytest.raises(QuotaSpent) as spent:
+            rsu.sync_batch(item, {}, retry=FAST)
+        assert isinstance(spent.value, AirflowRescheduleException) and 1 < spent.value.wait_s <= 61
+        # nothing was called and nothing written: the rescheduled task starts from the same place
+        assert box.control("stats")["total_calls"] == calls_before
+        assert box.scalar("SELECT count(*) FROM paceline.sync_audit WHERE provider = 'runsignup'") == audited_before
+    finally:
+        box.stop()
+
+
 def test_random_5xx_are_retried(sandbox: Sandbox) -> None:
     sandbox.control("knobs", {"error_rate": 0.1})
     summaries = sandbox.run()

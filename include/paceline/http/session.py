@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from paceline.http.limiter import RateSpec, SharedRateLimiter
+from paceline.http.limiter import QuotaSpent, RateSpec, SharedRateLimiter, reschedule_after_s
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,15 @@ class ApiSession:
         if path.startswith("http://") or path.startswith("https://"):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def reschedule_if_quota_spent(self) -> None:
+        """Raise QuotaSpent when this credential's next call is further away than a task should hold
+        its slot for (see limiter.reschedule_after_s); call it before a task has done any work."""
+        if self.limiter is None or not self.rates:
+            return
+        wait = self.limiter.wait_s(self.limiter_key, self.rates)
+        if wait > reschedule_after_s():
+            raise QuotaSpent(wait)
 
     def _take_slot(self) -> None:
         if self.limiter is not None and self.rates:

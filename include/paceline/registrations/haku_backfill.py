@@ -8,20 +8,25 @@ stuck behind 5,000-registration events. Here:
   detail call, and splits the events at ``large_threshold`` (1,000 by default);
 * each event is a full sync committed on its own (``haku_sync.sync_event``), so progress is
   visible event by event and a cleared task redoes only its event;
-* the audit row of each event records the estimate beside the actual size.
+* the audit row of each event records the estimate beside the actual size;
+* "small first" holds per credential, not for the whole run: a credential's large events start
+  as soon as *its own* small events are done (:func:`wait_for_small_events`), because quotas are
+  per credential and a run-wide barrier would idle every credential with little small work
+  until the busiest one finished.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from paceline import audit
 from paceline.db.warehouse import connect
+from paceline.http.limiter import hour_seconds
 from paceline.providers.haku.client import HakuClient
 from paceline.providers.haku.models import HakuEvent
 from paceline.registrations import haku_sync
@@ -31,6 +36,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LARGE_THRESHOLD = 1000
 ESTIMATE_PER_PAGE = 100  # asked for; the server may cap it, which the estimate detects
+SMALL_TASK_ID = "sync_small"  # the DAG's mapped task of small and medium events
+SMALL_PHASE_POLL_S = 30  # how often a waiting large batch looks again (it frees its slot meanwhile)
+FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,8 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
         futures = {iid: pool.submit(_estimate, integ, events) for iid, (integ, events) in chosen.items()}
         estimates = {iid: f.result() for iid, f in futures.items()}
-    small_groups, large_groups = [], []
+    small_groups: list[list[dict[str, Any]]] = []
+    large_groups: list[list[dict[str, Any]]] = []
     with connect(dsn, autocommit=True) as conn:
         for iid, (sized, calls, errors) in estimates.items():
             integration = chosen[iid][0]
@@ -131,11 +140,15 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
                 status="failed" if errors else "success", error="; ".join(errors)[:2000] or None,
             ).write(conn)
             log.info("%s: %d small/medium and %d large events, sized in %d calls", iid, len(small), len(large), calls)
-    small_items = haku_sync.interleave(small_groups)
-    large_items = haku_sync.interleave(large_groups)
+    small_batches = lane_batches(small_groups, MAX_MAPPED_ITEMS)
+    large_batches = lane_batches(large_groups, MAX_MAPPED_ITEMS)
+    small_tasks = small_tasks_by_integration(small_batches)
+    small_items = [i for b in small_batches for i in b]
+    large_items = [i for b in large_batches for i in b]
     return {
-        "small": batch(small_items, MAX_MAPPED_ITEMS),
-        "large": batch(large_items, MAX_MAPPED_ITEMS),
+        "small": small_batches,
+        # each large batch names the sync_small map indexes of its own credential, which it waits for
+        "large": [{"events": b, "after_small": small_tasks.get(integration_of(b), [])} for b in large_batches],
         "figures": {
             "small_events": len(small_items),
             "large_events": len(large_items),
@@ -143,6 +156,58 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
             "estimate_calls": sum(calls for _, calls, _ in estimates.values()),
         },
     }
+
+
+def integration_of(events: Sequence[Mapping[str, Any]]) -> str:
+    return events[0]["integration"]["integration_id"]
+
+
+def lane_batches(groups: Sequence[Sequence[dict[str, Any]]], max_items: int = MAX_MAPPED_ITEMS) -> list[list[dict[str, Any]]]:
+    """Batches of one integration each, round-robin across integrations, at most `max_items` in all.
+
+    Each integration's share of the batches follows its share of the events (at least one each);
+    order within an integration is kept. One credential per batch lets its large events wait for
+    exactly its own small ones; round-robin makes the first tasks spend every credential's quota.
+    """
+    groups = [list(g) for g in groups if g]
+    total = sum(len(g) for g in groups)
+    if not total:
+        return []
+    budgets = [len(g) if total <= max_items else max(1, len(g) * max_items // total) for g in groups]
+    while sum(budgets) > max_items:  # only when there are more integrations than batches allow
+        budgets[budgets.index(max(budgets))] -= 1
+    return haku_sync.interleave([batch(g, budget) for g, budget in zip(groups, budgets, strict=True)])
+
+
+def small_tasks_by_integration(small_batches: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, list[int]]:
+    """integration_id -> the map indexes of sync_small that hold its events."""
+    tasks: dict[str, list[int]] = {}
+    for index, events in enumerate(small_batches):
+        tasks.setdefault(integration_of(events), []).append(index)
+    return tasks
+
+
+def unfinished_small_tasks(states: Mapping[str, str | None], after_small: Sequence[int]) -> list[int]:
+    """The map indexes among `after_small` whose sync_small task has not finished (states as
+    returned by the Task SDK's get_task_states: ``{"sync_small_<i>": state}``)."""
+    return [i for i in after_small if states.get(f"{SMALL_TASK_ID}_{i}") not in FINISHED_STATES]
+
+
+def wait_for_small_events(after_small: Sequence[int], ti: Any, run_id: str, poll_s: float | None = None) -> None:
+    """Return once this credential's small-event tasks have all finished (succeeded or not);
+    until then reschedule the task, which frees its worker and pool slot while it waits.
+    `poll_s` defaults to SMALL_PHASE_POLL_S, scaled with the quota hour like the limiter."""
+    if not after_small:
+        return
+    poll_s = poll_s if poll_s is not None else SMALL_PHASE_POLL_S * hour_seconds() / 3600.0
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[SMALL_TASK_ID], run_ids=[run_id]).get(run_id, {})
+    pending = unfinished_small_tasks(states, after_small)
+    if pending:
+        log.info("waiting for this credential's %d unfinished small-event task(s) (sync_small %s); "
+                 "looking again in %ds", len(pending), pending[:10], poll_s)
+        raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=poll_s))
 
 
 def sync_item(item: Mapping[str, Any], params: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -532,6 +532,14 @@ def _commit(
         record.write(conn)
 
 
+def reschedule_if_quota_spent(integration: Integration) -> None:
+    session = hook_for(integration).get_conn()
+    try:
+        session.reschedule_if_quota_spent()
+    finally:
+        session.close()
+
+
 def sync_batch(
     items: list[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
@@ -540,9 +548,12 @@ def sync_batch(
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Sync each event of a mapped batch (with `sync`, default sync_event); one failing event
-    fails the task after the others ran and committed."""
+    fails the task after the others ran and committed. When the first event's credential has its
+    quota spent for a while, raises QuotaSpent before any work: Airflow reschedules the task."""
     sync = sync or sync_event
     results, failures = [], []
+    if items:
+        reschedule_if_quota_spent(Integration.from_dict(items[0]["integration"]))
     for item in items:
         try:
             results.append(sync(item, params, **kwargs))

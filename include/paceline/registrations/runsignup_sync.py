@@ -683,6 +683,9 @@ def sync_batch(
 ) -> dict[str, Any]:
     """Sync every event of a mapped item, race by race; a failing event does not stop the others.
 
+    When the credential's quota stays spent for a while before the first event, raises QuotaSpent:
+    Airflow reschedules the task for when a call fits, and its slot serves other credentials.
+
     Raises at the end when any event failed, so that the mapped task shows failed (and its
     retry, or a clear, syncs its events again from their committed cursors).
     """
@@ -698,6 +701,8 @@ def sync_batch(
             if client is None:
                 integration = Integration.from_dict(dict(events[0]["integration"]))
                 client = clients[integration_id] = make_client(integration, retry)
+            if not done and not failed:  # nothing done yet: give the slot back rather than wait long
+                client.session.reschedule_if_quota_spent()
             for event, outcome in zip(events, sync_race(events, params, client=client), strict=True):
                 if isinstance(outcome, Exception):
                     failed.append({"race_id": race_id, "event_id": event["event_id"], "integration_id": integration_id,
