@@ -29,7 +29,8 @@ newest `updated_at` listed) and an audit row (`paceline.sync_audit`). Incrementa
 registrations. Full: a new event, a last full sync older than `incremental_days`,
 `force_full_sync` (every detail re-read), or a failed incremental. One token per credential is
 shared by all tasks (`paceline.api_tokens`); each credential stays under `calls_per_hour`
-(default 500) through the shared limiter, across tasks and runs.
+(default 500) through the shared limiter, across tasks and runs. A task whose credential's next call is
+more than a minute away before it starts is *up for reschedule* until then, holding no slot.
 
 **summary** (all_done) reports the run from the audit table and fails the run if an event
 failed. Clearing a failed task re-syncs its events from their last committed cursor.

@@ -206,7 +206,7 @@ def wait_for_small_events(after_small: Sequence[int], ti: Any, run_id: str, poll
     pending = unfinished_small_tasks(states, after_small)
     if pending:
         log.info("waiting for this credential's %d unfinished small-event task(s) (sync_small %s); "
-                 "looking again in %ds", len(pending), pending[:10], poll_s)
+                 "looking again in %.3gs", len(pending), pending[:10], poll_s)
         raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=poll_s))
 
 
