@@ -8,7 +8,7 @@ shared PostgreSQL limiter, per credential, at 500 calls per "hour" of ``--hour-s
 stand-in enforces the same quota with 429s, so a call let through too early shows as a throttle.
 
 Prints: calls and wall time (and the real-time equivalent), per credential the share of its
-quota used while it still had work waiting (sliding windows of one "hour"), throttles, estimated
+quota used while it still had work waiting (sliding windows of one "hour", bench/quota.py), throttles, estimated
 versus actual sizes, and the old approach on the same data: one call after another, 3.6 s apart,
 25 per page, a detail call per registration, all partners in sequence.
 
@@ -19,7 +19,7 @@ versus actual sizes, and the old approach on the same data: one call after anoth
 from __future__ import annotations
 
 import argparse
-import bisect
+import contextlib
 import functools
 import json
 import os
@@ -31,47 +31,19 @@ from collections import defaultdict
 from pathlib import Path
 
 import psycopg
+from quota import (  # bench/quota.py: quota share per key
+    fmt,
+    mean,
+    merge,
+    recorded_calls,
+    share_of_windows_ending_in,
+    window_share,
+)
 from scheduler import MappedTask, Scheduler  # bench/scheduler.py: mapped tasks, pools, reschedules
 
 OLD_SECONDS_PER_CALL = 3.6
 OLD_PAGE = 25
 QUOTA = 500
-
-
-def merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[tuple[float, float]] = []
-    for start, end in sorted(intervals):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
-def window_share(times: list[float], hour: float, spans: list[tuple[float, float]]) -> float | None:
-    """Mean share of the quota used over the one-hour windows (t - hour, t] lying inside a span.
-
-    Only whole windows count: a span shorter than an hour never waited on the quota (its work
-    fitted in the burst a sliding window allows), so it says nothing about quota use.
-    """
-    used = []
-    step = hour / 20
-    for start, end in spans:
-        t = start + hour
-        while t <= end + 1e-9:
-            lo = bisect.bisect_right(times, t - hour)
-            hi = bisect.bisect_right(times, t)
-            used.append((hi - lo) / QUOTA)
-            t += step
-    return sum(used) / len(used) if used else None
-
-
-def fmt(share: float | None) -> str:
-    return "   -" if share is None else f"{share:4.0%}"
-
-
-def mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from paceline.db.embedded import EmbeddedPostgres, free_port
     from paceline.db.migrations import upgrade
-    from paceline.http.session import ApiSession
     from paceline.registrations import haku_backfill
     from paceline.sandbox.base import serve
     from paceline.sandbox.haku import build
 
     pg = EmbeddedPostgres(home / "pg", free_port()).start()
+    stack = contextlib.ExitStack()
     server = None
     try:
         dsn = pg.ensure_database("bench")
@@ -130,18 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         login_of = {i["login"]: i["integration_id"] for i in integrations}
 
-        # every call's time, per credential, as the limiter admitted it
-        stamps: dict[str, list[float]] = defaultdict(list)
+        calls_log = stack.enter_context(recorded_calls())  # every call and quota hold, per credential
         lock = threading.Lock()
-        original = ApiSession._take_slot
-
-        def recording(self: ApiSession) -> None:
-            original(self)
-            if self.limiter is not None:
-                with lock:
-                    stamps[self.limiter_key].append(time.monotonic())
-
-        ApiSession._take_slot = recording  # type: ignore[method-assign]
         params = {"large_threshold": args.large_threshold}
         t0 = time.monotonic()
         planned = haku_backfill.plan(params)
@@ -183,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         results = [r for out in scheduler.results.values() for r in out]
         t_small = max(small_done_at.values(), default=0.0)
         wall = time.monotonic() - t0
-        ApiSession._take_slot = original  # type: ignore[method-assign]
+        stack.close()
 
         stats = standin.stats()
-        calls = sum(len(v) for v in stamps.values())
+        calls = sum(len(v) for v in calls_log.stamps.values())
         hour = args.hour_seconds
         print(f"Haku backfill, scale={args.scale} seed={args.seed}, {len(integrations)} credentials, "
               f"quota {QUOTA} per {hour:g} s 'hour', pools: small {args.small_slots}, large {args.large_slots}")
@@ -200,23 +162,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  estimated vs actual size: {len(results) - len(misses)} of {len(results)} exact"
               + (f"; off: {misses[:5]}" if misses else ""))
         print("  per credential: calls, hours until its last call, share of its quota used in one-hour windows")
-        print("    (a) while one of its syncs was running, (b) from the start to its last call (includes any time")
-        print("    its work waited for a slot); '-': never held back by the quota")
-        shares_a, shares_b = [], []
-        for key, times in sorted(stamps.items()):
+        print("    (a) from the start to its last call (includes time its work waited for a slot or for the plan),")
+        print("    (b) while its quota held it back (from its first wait for the limiter to its last), (c) while one")
+        print("    of its syncs was running; '-': never held back by the quota")
+        shares: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+        for key, times in sorted(calls_log.stamps.items()):
             times.sort()
             login = key.split(":", 1)[1]
-            busy = merge([(t0, t0 + t_plan)] + active.get(login, []))
-            a = window_share(times, hour, busy)
-            b = window_share(times, hour, [(t0, times[-1])])
-            if a is not None:
-                shares_a.append(a)
-            if b is not None:
-                shares_b.append(b)
+            row = {
+                "a": window_share(times, hour, QUOTA, [(t0, times[-1])]),
+                "b": share_of_windows_ending_in(times, hour, QUOTA, calls_log.held_back_span(key)),
+                "c": window_share(times, hour, QUOTA, merge([(t0, t0 + t_plan)] + active.get(login, []))),
+            }
+            for name, value in row.items():
+                if value is not None:
+                    shares[name].append(value)
             print(f"    {login_of.get(login, login[:6]):12} {len(times):6} calls {(times[-1] - t0) / hour:6.2f} h"
-                  f"  (a) {fmt(a)}  (b) {fmt(b)}")
-        print(f"  mean share of quota used while work waited: (a) {fmt(mean(shares_a))}  (b) {fmt(mean(shares_b))}"
-              " (goal >= 90%)")
+                  f"  (a) {fmt(row['a'])}  (b) {fmt(row['b'])}  (c) {fmt(row['c'])}")
+        print(f"  mean share of quota used while work waited (goal >= 90%): (a) {fmt(mean(shares['a']))}"
+              f"  (b) {fmt(mean(shares['b']))}  (c) {fmt(mean(shares['c']))}")
 
         # the old approach on the same data: sequential, 3.6 s apart, 25 per page, stop at a short page
         old_calls = 0
@@ -235,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  here: {calls} calls in {ours:.1f} h: {old_hours / ours:.1f}x faster than its nominal time, "
               f"{old_bound / ours:.1f}x faster than its quota-bound time")
     finally:
+        stack.close()
         if server is not None:
             server.stop()
         pg.stop()

@@ -9,7 +9,9 @@ transaction, every call through the shared PostgreSQL limiter at each key's 1,00
 2. a nightly incremental of the same events after 1% of the participants changed.
 
 Prints for each: calls, wall time, rows, throttles the stand-in answered (goal 0), each key's
-calls against the quota it had while it had work (the limiter's share), and beside them the old
+share of its quota used while it had work waiting (bench/quota.py: sliding one-"hour" windows
+(a) from the start of the run to its last call, which also counts time its work waited for the
+plan or for a pool slot, and (b) while the quota held it back), and beside them the old
 approach's figures for the same work, computed from the same data: one call after another,
 3.6 s between calls, 25 participants per page (full: every page of every event; nightly: one
 modified-since call per event plus the pages of the changes).
@@ -21,6 +23,7 @@ modified-since call per event plus the pages of the changes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import quota as quota_use  # bench/quota.py: quota share per key
 from scheduler import MappedTask, Scheduler  # bench/scheduler.py: mapped tasks, pools, reschedules
 
 from paceline.db.embedded import EmbeddedPostgres, free_port
@@ -55,39 +59,30 @@ VALUES (%s, 'runsignup', %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 
 
-def run_sync(params: dict[str, Any], workers: int, retry: RetryPolicy) -> dict[str, Any]:
+def run_sync(params: dict[str, Any], workers: int, retry: RetryPolicy, calls: quota_use.CallLog) -> dict[str, Any]:
     """plan + the mapped items on a thread pool, as the scheduler would with a pool of `workers` slots."""
     from paceline.registrations import runsignup_sync as rsu
 
     started = time.monotonic()
     items = rsu.plan(params, retry=retry)
     planned = time.monotonic()
-    busy: dict[str, list[float]] = {}
-    lock = threading.Lock()
-
-    def one(item: dict[str, Any]) -> dict[str, Any]:
-        t0 = time.monotonic()
-        try:
-            return rsu.sync_batch(item, params, retry=retry)
-        finally:
-            t1 = time.monotonic()
-            with lock:
-                for event in item["events"]:
-                    span = busy.setdefault(event["integration"]["integration_id"], [t0, t1])
-                    span[0], span[1] = min(span[0], t0), max(span[1], t1)
-
     scheduler = Scheduler("runsignup_sync")
-    tasks = [MappedTask("sync", n, functools.partial(one, item)) for n, item in enumerate(items)]
+    tasks = [MappedTask("sync", n, functools.partial(rsu.sync_batch, item, params, retry=retry))
+             for n, item in enumerate(items)]
     scheduler.run({"runsignup_api": (workers, tasks)})
     summaries = [e for result in scheduler.results.values() for e in result["events"]]
     failed = [str(exc)[:300] for exc in scheduler.errors.values()]  # what Airflow would retry; reported below
     return {
         "items": len(items),
         "events": len(summaries),
+        "started": started,
+        "planned": planned,
         "plan_s": planned - started,
         "wall_s": time.monotonic() - started,
         "summaries": summaries,
-        "busy": busy,
+        "integrations": sorted({e["integration"]["integration_id"] for item in items for e in item["events"]}),
+        "stamps": {key: sorted(times) for key, times in calls.stamps.items()},
+        "held_back": {key: calls.held_back_span(key, since=started) for key in calls.stamps},
         "failed": failed,
         "reschedules": scheduler.reschedules,
     }
@@ -96,15 +91,20 @@ def run_sync(params: dict[str, Any], workers: int, retry: RetryPolicy) -> dict[s
 def figures(
     run: dict[str, Any], stats: dict[str, Any], logins: dict[str, str], hour_s: float, quota: int
 ) -> dict[str, Any]:
-    """Run figures; a key's quota share is its calls over what a sliding hour admits while it had work
-    (quota x (busy / hour + 1): the window starts full), and is only meaningful when calls > quota."""
+    """Run figures; a key's quota share (a) from the start of the run to its last call and (b) while
+    the quota held it back (bench/quota.py)."""
     s = run["summaries"]
     per_key = {}
-    for integration_id, (t0, t1) in sorted(run["busy"].items()):
+    for integration_id in run["integrations"]:
+        key = f"runsignup:{logins[integration_id]}"
+        times = run["stamps"].get(key, [])
         calls = sum(stats["calls"].get(logins[integration_id], {}).values())
-        capacity = quota * ((t1 - t0) / hour_s + 1)
-        per_key[integration_id] = {"calls": calls, "busy_s": round(t1 - t0, 1), "quota_bound": calls > quota,
-                                   "quota_share_while_busy": round(min(calls, capacity) / capacity, 3)}
+        waiting = quota_use.window_share(times, hour_s, quota, [(run["started"], times[-1])]) if times else None
+        held = quota_use.share_of_windows_ending_in(times, hour_s, quota, run["held_back"].get(key, []))
+        per_key[integration_id] = {"calls": calls, "hours_to_last_call": round((times[-1] - run["started"]) / hour_s, 2)
+                                   if times else 0.0, "share_while_waiting": waiting, "share_while_held_back": held}
+    bound = [v for v in per_key.values() if v["share_while_waiting"] is not None]  # over an hour of work
+    held = [v["share_while_held_back"] for v in per_key.values() if v["share_while_held_back"] is not None]
     return {
         "mapped_items": run["items"],
         "events": run["events"],
@@ -114,17 +114,25 @@ def figures(
         "incremental_syncs": sum(1 for x in s if x["sync_type"] == "incremental"),
         "calls": stats["total_calls"],
         "wall_s": round(run["wall_s"], 1),
+        "wall_quota_hours": round(run["wall_s"] / hour_s, 2),
         "plan_s": round(run["plan_s"], 1),
         "rows_inserted": sum(x["inserted"] for x in s),
         "rows_updated": sum(x["updated"] for x in s),
         "rows_removed": sum(x["removed"] for x in s),
         "throttles_received": sum(stats["throttles"].values()),
         "calls_per_key_max": max((v["calls"] for v in per_key.values()), default=0),
-        "keys_quota_bound": sum(1 for v in per_key.values() if v["quota_bound"]),
-        "quota_share_of_bound_keys_min": min(
-            (v["quota_share_while_busy"] for v in per_key.values() if v["quota_bound"]), default=None),
+        "keys_busy_over_an_hour": len(bound),
+        "keys_held_back_by_quota": len(held),
+        "quota_share_from_start_mean": _pct(quota_use.mean([v["share_while_waiting"] for v in bound])),
+        "quota_share_from_start_min": _pct(min((v["share_while_waiting"] for v in bound), default=None)),
+        "quota_share_while_held_back_mean": _pct(quota_use.mean(held)),
+        "quota_share_while_held_back_min": _pct(min(held, default=None)),
         "per_key": per_key,
     }
+
+
+def _pct(value: float | None) -> str:
+    return quota_use.fmt(value).strip()
 
 
 def old_full(standin: Any, logins: list[str]) -> int:
@@ -153,10 +161,12 @@ def show(title: str, data: dict[str, Any], as_json: bool) -> None:
     print(f"\n== {title}")
     for key, value in data.items():
         if key == "per_key":
+            print(f"{'':>32}  per key: calls, quota hours to its last call, share of its quota used (a) from the")
+            print(f"{'':>32}  start to its last call, (b) while the quota held it back (bench/quota.py)")
+            print(f"{'':>32}  ('-': never held back by the quota)")
             for integration_id, v in value.items():
-                bound = "quota-bound" if v["quota_bound"] else "under the quota"
-                print(f"{'':>32}  {integration_id}: {v['calls']} calls in {v['busy_s']} s busy ({bound}), "
-                      f"quota share {v['quota_share_while_busy']:.0%}")
+                print(f"{'':>32}  {integration_id:14} {v['calls']:6} calls {v['hours_to_last_call']:6.2f} h"
+                      f"  (a) {quota_use.fmt(v['share_while_waiting'])}  (b) {quota_use.fmt(v['share_while_held_back'])}")
         else:
             print(f"{key:>32}: {value}")
 
@@ -196,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"conn_type": "runsignup", "host": f"{server.url}/Rest", "login": i["login"], "password": i["password"]})
     retry = RetryPolicy(base_s=0.2, throttle_wait_s=args.hour_seconds / 360)
     params = {"future_only": False, "due_only": False}
+    stack = contextlib.ExitStack()
     try:
         events = [e for login in logins.values() for e in standin.events_for(login)]
         print(f"runsignup_sync bench: scale {args.scale}, {len(integrations)} keys, {len(events)} events, "
@@ -203,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.hour_seconds:g} s, {args.workers} workers", file=sys.stderr)
         old_full_calls = old_full(standin, list(logins.values()))
 
-        full = run_sync(params, args.workers, retry)
+        calls = stack.enter_context(quota_use.recorded_calls())  # both runs: a window spans them
+        full = run_sync(params, args.workers, retry, calls)
         full_figures = figures(full, standin.stats(), logins, args.hour_seconds, args.quota)
         full_figures.update(old_calls=old_full_calls, old_wall_s=round(old_full_calls * OLD_GAP_S),
                             old_wall_h=round(old_full_calls * OLD_GAP_S / 3600, 2),
@@ -215,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         mutation = standin.mutate("modify_participants", {"fraction": args.change})
         changed = {e["event_id"]: e["count"] for e in mutation["events"]}
         old_incr_calls = old_incremental(standin, list(logins.values()), changed)
-        nightly = run_sync(params, args.workers, retry)
+        nightly = run_sync(params, args.workers, retry, calls)
         nightly_figures = figures(nightly, standin.stats(), logins, args.hour_seconds, args.quota)
         nightly_figures.update(participants_changed=mutation["count"], old_calls=old_incr_calls,
                                old_wall_s=round(old_incr_calls * OLD_GAP_S),
@@ -226,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         show(f"nightly incremental after {args.change:.0%} changed", nightly_figures, args.json)
         return 1 if full["failed"] or nightly["failed"] else 0
     finally:
+        stack.close()
         server.stop()
         # the limiter's background leaker would report the database going away: close its pools first
         from paceline.http.limiter import SharedRateLimiter

@@ -29,8 +29,9 @@ newest `updated_at` listed) and an audit row (`paceline.sync_audit`). Incrementa
 registrations. Full: a new event, a last full sync older than `incremental_days`,
 `force_full_sync` (every detail re-read), or a failed incremental. One token per credential is
 shared by all tasks (`paceline.api_tokens`); each credential stays under `calls_per_hour`
-(default 500) through the shared limiter, across tasks and runs. A task whose credential's next call is
-more than a minute away before it starts is *up for reschedule* until then, holding no slot.
+(default 500) through the shared limiter, across tasks and runs. A task whose first calls do not fit its
+credential's quota when it starts (the credential's other tasks are using it, or it is spent) is
+*up for reschedule* meanwhile, holding no slot.
 
 **summary** (all_done) reports the run from the audit table and fails the run if an event
 failed. Clearing a failed task re-syncs its events from their last committed cursor.

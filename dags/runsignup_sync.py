@@ -28,8 +28,9 @@ records (`paceline.rejected_records`), the cursor (`paceline.watermarks`, scope
 `modified_after_timestamp` (inclusive) and `/removed-participants`; full for a new event, a
 cursor older than `incremental_days`, `force_full_sync`, or when an incremental call fails in a
 way a full read avoids. Each credential stays under `calls_per_hour` (default 1,000) through the
-shared limiter, across tasks and runs. A task whose credential's next call is
-more than a minute away before it starts is *up for reschedule* until then, holding no slot.
+shared limiter, across tasks and runs. A task whose first calls do not fit its
+credential's quota when it starts (the credential's other tasks are using it, or it is spent) is
+*up for reschedule* meanwhile, holding no slot.
 
 A failing event fails only its mapped task; **summary** (all_done) reports every event of the
 run from the audit table and fails the run if any event failed. Clearing a failed task re-syncs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 
 import pytest
@@ -114,10 +115,24 @@ def test_wait_s_says_when_the_next_call_fits_and_takes_no_slot(warehouse_dsn: st
     assert time.monotonic() - started == pytest.approx(first, abs=0.5)
 
 
+def test_wait_s_for_several_calls_waits_for_the_oldest_ones_to_leave(warehouse_dsn: str) -> None:
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:peek-many:{time.time()}"
+    rates = (RateSpec(3, 3.0),)
+    limiter.acquire(key, rates)
+    time.sleep(1.0)
+    limiter.acquire(key, rates)
+    assert limiter.wait_s(key, rates, calls=1) == 0.0  # one of three left
+    two = limiter.wait_s(key, rates, calls=2)  # the first call must leave its window
+    assert 1.9 < two <= 3.0 * (1 + SHORT_WINDOW_MARGIN) - 1.0
+    three = limiter.wait_s(key, rates, calls=3)  # both must leave
+    assert 2.9 < three <= 3.0 * (1 + SHORT_WINDOW_MARGIN)
+    assert limiter.wait_s(key, rates, calls=10) == three  # never more than the quota itself
+
+
 def test_a_call_is_stamped_when_it_is_admitted_not_when_it_asked(warehouse_dsn: str) -> None:
     """Stock pyrate stamped a call before taking the bucket's table lock, so a call that waited
     for the lock was logged earlier than it went out, and the provider saw one call too many."""
-    import threading
 
     import psycopg
     from psycopg import sql
@@ -166,4 +181,68 @@ def test_a_spent_quota_reschedules_a_task_that_has_not_started(warehouse_dsn: st
         session.reschedule_if_quota_spent()
     assert isinstance(spent.value, AirflowRescheduleException)  # what Airflow turns into up_for_reschedule
     assert 25 < spent.value.wait_s <= 30
+    session.close()
+
+
+def test_one_waiter_per_key_and_later_tasks_reschedule_behind_it(warehouse_dsn: str, monkeypatch) -> None:
+    """A call that must wait for the quota holds its key's waiting room; a task that has not
+    started sees it and reschedules rather than holding a second slot; the room empties on admission."""
+    from paceline.http.limiter import QuotaSpent
+    from paceline.http.session import ApiSession
+
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "360")  # reschedule beyond 6 s
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:waiting-room:{time.time()}"
+    rates = (RateSpec(2, 3.0),)
+    for _ in range(2):
+        assert limiter.acquire(key, rates) == 0.0  # fits: no waiting room
+    assert not limiter.has_waiter(key)
+    waited: list[float] = []
+    waiter = threading.Thread(target=lambda: waited.append(limiter.acquire(key, rates)))
+    waiter.start()
+    deadline = time.monotonic() + 2
+    while not limiter.has_waiter(key) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert limiter.has_waiter(key), "a caller waiting for the quota is not visible to other tasks"
+    newcomer = ApiSession("http://127.0.0.1:9", limiter=limiter, limiter_key=key, rates=rates)
+    with pytest.raises(QuotaSpent) as spent:
+        newcomer.reschedule_if_quota_spent()  # the next call is < 6 s away, but someone waits for it
+    assert spent.value.in_use and spent.value.wait_s == pytest.approx(6.0)
+    waiter.join(10)
+    assert waited and 1.5 < waited[0] < 3.5
+    assert not limiter.has_waiter(key)
+    newcomer.close()
+
+
+def test_a_short_per_second_wait_does_not_take_the_waiting_room(warehouse_dsn: str) -> None:
+    from paceline.http.limiter import short_window_s
+
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:per-second:{time.time()}"
+    rates = (RateSpec(1, 1.0), RateSpec(100, 600.0))
+    assert 1.0 < short_window_s(rates) < 1.1
+    limiter.acquire(key, rates)
+    seen: list[bool] = []
+    waiter = threading.Thread(target=lambda: limiter.acquire(key, rates))
+    waiter.start()
+    while waiter.is_alive():
+        seen.append(limiter.has_waiter(key))
+        time.sleep(0.05)
+    assert seen and not any(seen)
+
+
+def test_a_task_starts_only_when_its_first_calls_fit_now(warehouse_dsn: str, monkeypatch) -> None:
+    from paceline.http.limiter import QuotaSpent
+    from paceline.http.session import ApiSession
+
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "360")  # reschedule beyond 6 s
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:first-calls:{time.time()}"
+    session = ApiSession("http://127.0.0.1:9", limiter=limiter, limiter_key=key, rates=(RateSpec(2, 3.0),))
+    session.reschedule_if_quota_spent(calls=2)  # both fit: start
+    limiter.acquire(key, session.rates)
+    session.reschedule_if_quota_spent(calls=1)  # one still fits
+    with pytest.raises(QuotaSpent) as spent:
+        session.reschedule_if_quota_spent(calls=2)  # the second is ~3 s away: not worth holding a slot
+    assert spent.value.in_use and spent.value.wait_s == pytest.approx(6.0)
     session.close()

@@ -23,6 +23,7 @@ from paceline.providers.runsignup.client import RunSignUpClient
 from paceline.registrations import runsignup_sync as rsu
 from paceline.sandbox import base as sandbox_base
 from paceline.sandbox import runsignup as rsu_standin
+from tests.registrations.rescheduling import run_rescheduling
 
 FAST = RetryPolicy(attempts=8, base_s=0.01, max_s=0.05, throttle_wait_s=0.02, throttle_max_wait_s=60)
 ALL = {"due_only": False}
@@ -77,7 +78,7 @@ class Sandbox:
         """plan, then every mapped item in turn; returns the event summaries."""
         summaries = []
         for item in rsu.plan(params or {}, now, retry=FAST):
-            summaries.extend(rsu.sync_batch(item, params or {}, retry=FAST)["events"])
+            summaries.extend(run_rescheduling(rsu.sync_batch, item, params or {}, retry=FAST)["events"])
         return summaries
 
     def rows(self, tp: int) -> dict[tuple[int, int, int], tuple]:

@@ -11,6 +11,13 @@ table lock. Stock pyrate stamps a call before it takes the lock and, after a wai
 stamp by the time it meant to sleep rather than the time that passed; under contention a call
 was then logged earlier than it happened, and the provider, counting arrivals, saw one call too
 many in its window (measured: 11-15 throttles per benchmark run, 0 with this bucket).
+
+A call that has to wait a while waits in its key's *waiting room*, a PostgreSQL advisory lock
+held on a connection of its own: one waiter per key at a time, visible to every process
+(:meth:`SharedRateLimiter.has_waiter`), and released by the server if the waiting process dies.
+A task that has done no work yet starts only when its first calls fit at once; otherwise it
+reschedules rather than queue behind that waiter, so a quota-bound credential holds about one
+pool slot while other credentials' work waits.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from airflow.sdk.exceptions import AirflowRescheduleException
 from psycopg import sql
-from psycopg.errors import LockNotAvailable
+from psycopg.errors import LockNotAvailable, QueryCanceled
 from psycopg_pool import ConnectionPool
 from pyrate_limiter import Duration, Limiter, Rate, RateItem
 from pyrate_limiter.abstracts.algorithm import ADMITTED, Decision
@@ -100,15 +110,20 @@ def reschedule_after_s() -> float:
 
 
 class QuotaSpent(AirflowRescheduleException):
-    """A credential's quota stays spent for a while: Airflow puts the task *up for reschedule*
-    (no worker, no pool slot held) until the limiter will admit a call again, so that the slot
-    serves another credential's work meanwhile. Raised only before a task has done any work."""
+    """A credential's quota cannot take a new task's first calls now: Airflow puts the task *up for
+    reschedule* (no worker, no pool slot held) for `wait_s`, so that its slot serves another
+    credential's work meanwhile. `in_use` says the quota is not spent for long but is being used
+    by other tasks of the credential, which a second waiting task would not speed up. Raised only
+    before a task has done any work."""
 
-    def __init__(self, wait_s: float) -> None:
+    def __init__(self, wait_s: float, *, in_use: bool = False) -> None:
         super().__init__(datetime.now(UTC) + timedelta(seconds=wait_s))
         self.wait_s = wait_s
+        self.in_use = in_use
 
     def __str__(self) -> str:
+        if self.in_use:
+            return f"this credential's quota is in use by its other tasks; rescheduled in {self.wait_s:.0f}s"
         return f"quota spent: the next call is allowed in {self.wait_s:.0f}s; rescheduled for then"
 
 
@@ -116,6 +131,24 @@ def bucket_table(key: str) -> str:
     """A table name for a key; hashed because keys contain credentials, which must not show."""
     return "pl_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
+
+PER_SECOND_WINDOW_S = 2.0  # windows up to this long are per-second caps (0.5/s is 1 call per 2 s)
+
+
+def short_window_s(rates: tuple[RateSpec, ...]) -> float:
+    """The longest wait a per-second cap can cause; a longer wait is the quota's."""
+    return max((r.to_rate().interval / 1000 for r in rates if r.per_seconds <= PER_SECOND_WINDOW_S), default=0.0)
+
+
+def waiting_room_id(key: str) -> int:
+    """The advisory lock id of a key's waiting room (a signed 64-bit int, derived like the table name)."""
+    return int.from_bytes(hashlib.sha256(("waiting-room:" + key).encode()).digest()[:8], "big", signed=True)
+
+
+ENTER_WAITING_ROOM = "SELECT pg_advisory_lock(%s)"
+PROBE_WAITING_ROOM = "SELECT pg_try_advisory_lock(%s)"
+LEAVE_WAITING_ROOM = "SELECT pg_advisory_unlock(%s)"
+SET_WAITING_ROOM_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
 
 LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
 LOCK_BUCKET_TABLE = "LOCK TABLE {table} IN EXCLUSIVE MODE"
@@ -144,12 +177,12 @@ class LockedClockPostgresBucket(PostgresBucket):
         self._q_lock_wait = sql.SQL(LOCK_BUCKET_TABLE).format(table=sql.Identifier(self._full_tbl))
         self._q_nth_newest = sql.SQL(NTH_NEWEST_CALL_MS).format(table=sql.Identifier(self._full_tbl))
 
-    def wait_ms(self) -> int:
-        """Milliseconds until one more call fits every rate (0: now), without taking a slot."""
+    def wait_ms(self, calls: int = 1) -> int:
+        """Milliseconds until `calls` more calls fit every rate (0: now), without taking a slot."""
         wait = 0
         with self._get_conn() as conn:
             for rate in self.rates:
-                now_ms, nth_ms = conn.execute(self._q_nth_newest, (rate.limit - 1,)).fetchone()
+                now_ms, nth_ms = conn.execute(self._q_nth_newest, (max(0, rate.limit - calls),)).fetchone()
                 if nth_ms is not None:
                     wait = max(wait, nth_ms + rate.interval - now_ms)
         return wait
@@ -233,19 +266,57 @@ class SharedRateLimiter:
                 self._buckets[(key, rates)] = bucket
             return limiter
 
-    def wait_s(self, key: str, rates: tuple[RateSpec, ...]) -> float:
-        """Seconds until `key` may make one more call (0.0: now); takes no slot."""
+    def wait_s(self, key: str, rates: tuple[RateSpec, ...], calls: int = 1) -> float:
+        """Seconds until `key` may make `calls` more calls (0.0: now); takes no slot."""
         if not rates:
             return 0.0
         self._limiter(key, rates)
-        return self._buckets[(key, rates)].wait_ms() / 1000.0
+        return self._buckets[(key, rates)].wait_ms(min(calls, min(r.limit for r in rates))) / 1000.0
+
+    def has_waiter(self, key: str) -> bool:
+        """Whether a caller (in any process) is waiting for `key`'s next call right now."""
+        room = waiting_room_id(key)
+        with self._pool(self.dsn).connection() as conn:
+            row = conn.execute(PROBE_WAITING_ROOM, (room,)).fetchone()
+            entered = bool(row and row[0])
+            if entered:
+                conn.execute(LEAVE_WAITING_ROOM, (room,))
+        return not entered
+
+    @contextmanager
+    def waiting_room(self, key: str, max_wait_s: float | None = None) -> Iterator[None]:
+        """Hold `key`'s waiting room (queueing behind its current waiter) on a connection of its own."""
+        room = waiting_room_id(key)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            if max_wait_s is not None:
+                conn.execute(SET_WAITING_ROOM_TIMEOUT, (f"{max(1, int(max_wait_s * 1000))}ms",))
+            try:
+                conn.execute(ENTER_WAITING_ROOM, (room,))
+            except (LockNotAvailable, QueryCanceled) as exc:
+                raise RateLimitTimeout(f"rate limit for {bucket_table(key)} still spent after {max_wait_s:.0f}s") from exc
+            try:
+                yield
+            finally:
+                conn.execute(LEAVE_WAITING_ROOM, (room,))
 
     def acquire(self, key: str, rates: tuple[RateSpec, ...], max_wait_s: float | None = None) -> float:
-        """Wait until one call on `key` is allowed and record it; return the seconds waited."""
+        """Wait until one call on `key` is allowed and record it; return the seconds waited.
+
+        A call that fits takes its slot at once; one that must wait longer than a moment waits in
+        the key's waiting room, so that other tasks can see the key is spoken for."""
         if not rates:
             return 0.0
         limiter = self._limiter(key, rates)
+        if limiter.try_acquire(bucket_table(key), blocking=False):
+            return 0.0
         started = time.monotonic()
+        if self.wait_s(key, rates) <= short_window_s(rates):  # a per-second cap: queue on the bucket directly
+            return self._wait_for_slot(limiter, key, max_wait_s, started)
+        with self.waiting_room(key, max_wait_s):
+            return self._wait_for_slot(limiter, key, max_wait_s, started)
+
+    @staticmethod
+    def _wait_for_slot(limiter: Limiter, key: str, max_wait_s: float | None, started: float) -> float:
         # pyrate's own wait loop is bounded by its timeout; loop so that waits of an hour work too.
         while True:
             remaining = None if max_wait_s is None else max_wait_s - (time.monotonic() - started)

@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from paceline.http.limiter import QuotaSpent, RateSpec, SharedRateLimiter, reschedule_after_s
+from paceline.http.limiter import QuotaSpent, RateSpec, SharedRateLimiter, reschedule_after_s, short_window_s
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +188,20 @@ class ApiSession:
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def reschedule_if_quota_spent(self) -> None:
-        """Raise QuotaSpent when this credential's next call is further away than a task should hold
-        its slot for (see limiter.reschedule_after_s); call it before a task has done any work."""
+    def reschedule_if_quota_spent(self, calls: int = 1) -> None:
+        """Raise QuotaSpent unless the first `calls` calls of a task fit the credential's quota now
+        and no other task is waiting for it: a task that would only wait holds a pool slot that
+        another credential's work could use. Call it before a task has done any work.
+
+        Waits a per-second cap causes do not count. The task is rescheduled for when its calls fit,
+        at least limiter.reschedule_after_s() away (a minute in a real hour)."""
         if self.limiter is None or not self.rates:
             return
-        wait = self.limiter.wait_s(self.limiter_key, self.rates)
+        wait = self.limiter.wait_s(self.limiter_key, self.rates, calls)
         if wait > reschedule_after_s():
             raise QuotaSpent(wait)
+        if wait > short_window_s(self.rates) or self.limiter.has_waiter(self.limiter_key):
+            raise QuotaSpent(reschedule_after_s(), in_use=True)
 
     def _take_slot(self) -> None:
         if self.limiter is not None and self.rates:

@@ -66,6 +66,7 @@ PROVIDER = "runsignup"
 REQUIRED_FIELDS = ("login", "password")
 PLAN_WORKERS = 16  # integrations listed at once by the plan task (each thread mostly waits on its own quota)
 CURSOR_MARGIN_S = 10  # RunSignUp's own advice: ask from ~10 s in the past against clock differences
+CALLS_PER_RACE_AT_LEAST = 2  # participants and removed-participants: a task starts when both fit
 
 SELECT_EVENT_SYNC_TIMES = """
 SELECT scope, updated_at FROM paceline.watermarks WHERE integration_id = %s AND scope LIKE 'event:%%'
@@ -702,7 +703,7 @@ def sync_batch(
                 integration = Integration.from_dict(dict(events[0]["integration"]))
                 client = clients[integration_id] = make_client(integration, retry)
             if not done and not failed:  # nothing done yet: give the slot back rather than wait long
-                client.session.reschedule_if_quota_spent()
+                client.session.reschedule_if_quota_spent(calls=CALLS_PER_RACE_AT_LEAST)
             for event, outcome in zip(events, sync_race(events, params, client=client), strict=True):
                 if isinstance(outcome, Exception):
                     failed.append({"race_id": race_id, "event_id": event["event_id"], "integration_id": integration_id,
