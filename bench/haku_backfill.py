@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         small = [i for b in small_batches for i in b]
         large = [i for b in large_batches for i in b["events"]]
         active: dict[str, list[tuple[float, float]]] = defaultdict(list)  # login -> task intervals
+        task_kinds: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
         login_by_id = {i["integration_id"]: i["login"] for i in integrations}
         small_done_at: dict[str, float] = {}
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 ended = time.monotonic()
                 with lock:
                     active[login_by_id[integration_id]].append((started, ended))
+                    task_kinds[login_by_id[integration_id]].append((started, ended, "small" if after_small is None else "large"))
                     if after_small is None:
                         small_done_at[integration_id] = ended - t0
 
@@ -179,6 +181,23 @@ def main(argv: list[str] | None = None) -> int:
                     shares[name].append(value)
             print(f"    {login_of.get(login, login[:6]):12} {len(times):6} calls {(times[-1] - t0) / hour:6.2f} h"
                   f"  (a) {fmt(row['a'])}  (b) {fmt(row['b'])}  (c) {fmt(row['c'])}")
+        print("  idle gaps (no sync of the credential running) between its first wait for the quota and its last call:")
+        for key, times in sorted(calls_log.stamps.items()):
+            login = key.split(":", 1)[1]
+            span = calls_log.held_back_span(key)
+            if not span:
+                continue
+            busy = merge(active.get(login, []))
+            gaps = [(a_end, b_start) for (_, a_end), (b_start, _) in zip(busy, busy[1:], strict=False)
+                    if b_start > span[0][0] and a_end < times[-1]]
+            total = sum(b - a for a, b in gaps) / hour
+            longest = sorted(gaps, key=lambda g: g[0] - g[1])[:3]
+
+            def kind_at(t: float, login: str = login) -> str:
+                return next((k for start, _, k in sorted(task_kinds[login]) if start >= t - 1e-6), "-")
+
+            print(f"    {login_of.get(login, login[:6]):12} {len(gaps):5} gaps, {total:5.2f} h idle; longest: "
+                  + ", ".join(f"{(b - a) / hour:.2f} h at {(a - t0) / hour:.1f} h (then {kind_at(b)})" for a, b in longest))
         print(f"  mean share of quota used while work waited (goal >= 90%): (a) {fmt(mean(shares['a']))}"
               f"  (b) {fmt(mean(shares['b']))}  (c) {fmt(mean(shares['c']))}")
 
