@@ -76,7 +76,6 @@ def run_sync(params: dict[str, Any], workers: int, retry: RetryPolicy, calls: qu
         "items": len(items),
         "events": len(summaries),
         "started": started,
-        "planned": planned,
         "plan_s": planned - started,
         "wall_s": time.monotonic() - started,
         "summaries": summaries,
