@@ -21,7 +21,12 @@ smallest first (pool `haku_api`); the large ones follow (pool `haku_backfill_lar
 priority), even if some small ones failed. "First" holds per credential: each mapped batch
 holds one credential's events, and a large batch starts once its own credential's small
 batches have finished (until then it is *up for reschedule* and holds no slot), so a credential
-with little small work goes on to its large events while others are still busy.
+with little small work goes on to its large events while others are still busy. One large
+event runs at a time per credential: a large event outlasts the quota, so the others of that
+credential wait *up for reschedule* and leave the pool's slots to other credentials.
+
+The backfill's calls are background calls: a scheduled `haku_sync` of the same credential
+takes the quota first while it runs, so live events stay fresh during a long backfill.
 
 Each event is a full sync committed on its own: progress shows event by event, a failed event
 fails only its task, and clearing the failed tasks resumes the backfill. `paceline.sync_audit`
@@ -68,7 +73,7 @@ with DAG(
                    run_id: str | None = None) -> list[dict]:
         get_current_context()["haku_label"] = haku_sync.batch_label(events)
         haku_backfill.wait_for_small_events(after_small, ti, run_id)
-        return haku_backfill.sync_batch(events, params)
+        return haku_backfill.sync_batch(events, params, large=True)
 
     @task(trigger_rule="all_done")
     def summary(dag_run=None) -> dict:  # noqa: ANN001 - Airflow's DagRun

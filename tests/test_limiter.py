@@ -246,3 +246,96 @@ def test_a_task_starts_only_when_its_first_calls_fit_now(warehouse_dsn: str, mon
         session.reschedule_if_quota_spent(calls=2)  # the second is ~3 s away: not worth holding a slot
     assert spent.value.in_use and spent.value.wait_s == pytest.approx(6.0)
     session.close()
+
+
+def _wait_until(check, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return check()
+
+
+def test_a_scheduled_call_goes_before_a_waiting_background_call(warehouse_dsn: str) -> None:
+    """A backfill spending a credential's quota must not starve its scheduled syncs: a background
+    caller that was waiting first still lets a scheduled caller take the freed slots."""
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:background:{time.time()}"
+    rates = (RateSpec(2, 2.5),)
+    for _ in range(2):
+        limiter.acquire(key, rates)
+    admitted: list[str] = []
+    lock = threading.Lock()
+
+    def call(who: str, background: bool) -> None:
+        limiter.acquire(key, rates, background=background)
+        with lock:
+            admitted.append(who)
+
+    backfill = threading.Thread(target=call, args=("backfill", True))
+    backfill.start()
+    assert _wait_until(lambda: limiter.has_waiter(key, background=True)), "the background caller is not waiting"
+    assert not limiter.has_waiter(key)  # a background waiter does not hold the scheduled room
+    scheduled = [threading.Thread(target=call, args=(f"scheduled-{n}", False)) for n in range(2)]
+    for thread in scheduled:
+        thread.start()
+    for thread in [backfill, *scheduled]:
+        thread.join(15)
+    assert sorted(admitted[:2]) == ["scheduled-0", "scheduled-1"] and admitted[2] == "backfill"
+
+
+def test_a_scheduled_task_starts_while_background_work_spends_the_quota(warehouse_dsn: str, monkeypatch) -> None:
+    from paceline.http.limiter import QuotaSpent
+    from paceline.http.session import ApiSession
+
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "360")  # reschedule beyond 6 s
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:background-start:{time.time()}"
+    rates = (RateSpec(2, 2.5),)
+    scheduled = ApiSession("http://127.0.0.1:9", limiter=limiter, limiter_key=key, rates=rates)
+    backfill = ApiSession("http://127.0.0.1:9", limiter=limiter, limiter_key=key, rates=rates, background=True)
+    for _ in range(2):
+        limiter.acquire(key, rates, background=True)
+    with pytest.raises(QuotaSpent):
+        scheduled.reschedule_if_quota_spent()  # spent by nobody who is still at work: wait for it elsewhere
+    waiter = threading.Thread(target=lambda: limiter.acquire(key, rates, background=True))
+    waiter.start()
+    assert _wait_until(lambda: limiter.has_background_work(key))
+    scheduled.reschedule_if_quota_spent()  # the backfill is using it: start, its calls go first
+    with pytest.raises(QuotaSpent) as spent:
+        backfill.reschedule_if_quota_spent()  # a second background task would only wait
+    assert spent.value.in_use
+    waiter.join(10)
+    scheduled.close()
+    backfill.close()
+
+
+def _hold_lane(dsn: str, key: str) -> None:
+    limiter = SharedRateLimiter(dsn)
+    with limiter.lane(key) as taken:
+        assert taken
+        time.sleep(60)
+
+
+def test_one_lane_holder_per_key_and_a_dead_holder_frees_it(warehouse_dsn: str) -> None:
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:lane:{time.time()}"
+    assert not limiter.has_background_work(key)
+    with limiter.lane(key) as first:
+        assert first and limiter.has_background_work(key)
+        with limiter.lane(key) as second:
+            assert not second
+        with limiter.lane(f"{key}:other") as other_key:
+            assert other_key
+    assert not limiter.has_background_work(key)
+    holder = mp.get_context("spawn").Process(target=_hold_lane, args=(warehouse_dsn, key))
+    holder.start()
+    try:
+        assert _wait_until(lambda: limiter.has_background_work(key), timeout_s=30)
+        holder.kill()  # a worker killed mid-task: the server drops its connection and the lane
+        holder.join(10)
+        assert _wait_until(lambda: not limiter.has_background_work(key), timeout_s=10)
+        with limiter.lane(key) as after_death:
+            assert after_death
+    finally:
+        if holder.is_alive():
+            holder.kill()

@@ -115,3 +115,32 @@ def test_a_large_batch_waits_only_for_its_own_credentials_small_tasks() -> None:
         haku_backfill.wait_for_small_events([0, 1], FakeTaskInstance(states), "r1", poll_s=30)
     assert 20 < (waited.value.reschedule_date - datetime.now(UTC)).total_seconds() <= 30
     haku_backfill.wait_for_small_events([], FakeTaskInstance({}), "r1")  # a credential without small events
+
+
+def test_a_large_batch_runs_alone_on_its_credential(haku: HakuWorld) -> None:
+    """While another task holds the credential's lane, a large batch reschedules before any call;
+    small batches are not held back; once the lane is free the large batch runs."""
+    from paceline.http.limiter import QuotaSpent
+    from paceline.registrations import haku_sync
+    from paceline.registrations.planning import Integration
+
+    params = {**window(30, 30), "large_threshold": 40}
+    planned = haku_backfill.plan(params)
+    (large_batch,) = planned["large"]
+    events = large_batch["events"]
+    hook = haku_sync.hook_for(Integration.from_dict(events[0]["integration"]))
+    limiter = hook.limiter()
+    haku.reset_stats()
+    with limiter.lane(hook.limiter_key) as taken:
+        assert taken
+        with pytest.raises(QuotaSpent) as spent:
+            haku_backfill.sync_batch(events, params, large=True)
+        assert spent.value.in_use
+        assert haku.stats()["calls"].get(haku.integration(3)["login"], {}).get("registration", 0) == 0
+        assert not [r for r in audit_rows(haku.dsn) if r["sync_type"] == "backfill"]
+        small = [b for b in planned["small"] if b[0]["integration"]["integration_id"] == events[0]["integration"]["integration_id"]]
+        for batch in small:
+            haku_backfill.sync_batch(batch, params)  # small batches do not need the lane
+    (result,) = haku_backfill.sync_batch(events, params, large=True)
+    assert result["actual_size"] == 60
+    haku.assert_matches_truth(3)

@@ -18,6 +18,13 @@ held on a connection of its own: one waiter per key at a time, visible to every 
 A task that has done no work yet starts only when its first calls fit at once; otherwise it
 reschedules rather than queue behind that waiter, so a quota-bound credential holds about one
 pool slot while other credentials' work waits.
+
+Background work (a backfill) waits in a room of its own and lets a waiting scheduled call go
+first, so a backfill that spends a credential's quota for hours does not starve the scheduled
+syncs of the same credential. A background task can also take the credential's *lane*
+(:meth:`SharedRateLimiter.lane`): one lane holder per credential at a time, for work that
+outlasts the quota anyway, where a second task on the credential would only take turns with
+the first while holding a pool slot.
 """
 
 from __future__ import annotations
@@ -140,9 +147,22 @@ def short_window_s(rates: tuple[RateSpec, ...]) -> float:
     return max((r.to_rate().interval / 1000 for r in rates if r.per_seconds <= PER_SECOND_WINDOW_S), default=0.0)
 
 
-def waiting_room_id(key: str) -> int:
-    """The advisory lock id of a key's waiting room (a signed 64-bit int, derived like the table name)."""
-    return int.from_bytes(hashlib.sha256(("waiting-room:" + key).encode()).digest()[:8], "big", signed=True)
+def _advisory_lock_id(name: str) -> int:
+    """A signed 64-bit advisory lock id, hashed like the table name (keys contain credentials)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def waiting_room_id(key: str, *, background: bool = False) -> int:
+    """The advisory lock id of a key's waiting room, scheduled or background."""
+    return _advisory_lock_id(("background-room:" if background else "waiting-room:") + key)
+
+
+def lane_id(key: str) -> int:
+    """The advisory lock id of a key's lane: one background task at a time holds it."""
+    return _advisory_lock_id("lane:" + key)
+
+
+BACKGROUND_RECHECK_S = 0.05  # a background caller behind a scheduled waiter looks again this often
 
 
 ENTER_WAITING_ROOM = "SELECT pg_advisory_lock(%s)"
@@ -273,20 +293,42 @@ class SharedRateLimiter:
         self._limiter(key, rates)
         return self._buckets[(key, rates)].wait_ms(min(calls, min(r.limit for r in rates))) / 1000.0
 
-    def has_waiter(self, key: str) -> bool:
-        """Whether a caller (in any process) is waiting for `key`'s next call right now."""
-        room = waiting_room_id(key)
+    def _is_locked(self, lock: int) -> bool:
         with self._pool(self.dsn).connection() as conn:
-            row = conn.execute(PROBE_WAITING_ROOM, (room,)).fetchone()
-            entered = bool(row and row[0])
-            if entered:
-                conn.execute(LEAVE_WAITING_ROOM, (room,))
-        return not entered
+            row = conn.execute(PROBE_WAITING_ROOM, (lock,)).fetchone()
+            taken = bool(row and row[0])
+            if taken:
+                conn.execute(LEAVE_WAITING_ROOM, (lock,))
+        return not taken
+
+    def has_waiter(self, key: str, *, background: bool = False) -> bool:
+        """Whether a scheduled (or, with `background`, a background) caller in any process is
+        waiting for `key`'s next call right now."""
+        return self._is_locked(waiting_room_id(key, background=background))
+
+    def has_background_work(self, key: str) -> bool:
+        """Whether background work on `key` is running: a lane holder, or a background caller waiting."""
+        return self._is_locked(lane_id(key)) or self.has_waiter(key, background=True)
 
     @contextmanager
-    def waiting_room(self, key: str, max_wait_s: float | None = None) -> Iterator[None]:
+    def lane(self, key: str) -> Iterator[bool]:
+        """Try to take `key`'s lane for the length of the block; yields whether it was taken.
+
+        The lane is an advisory lock on a connection of its own, so a worker that dies frees it."""
+        lock = lane_id(key)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute(PROBE_WAITING_ROOM, (lock,)).fetchone()
+            taken = bool(row and row[0])
+            try:
+                yield taken
+            finally:
+                if taken and not conn.closed:
+                    conn.execute(LEAVE_WAITING_ROOM, (lock,))
+
+    @contextmanager
+    def waiting_room(self, key: str, max_wait_s: float | None = None, *, background: bool = False) -> Iterator[None]:
         """Hold `key`'s waiting room (queueing behind its current waiter) on a connection of its own."""
-        room = waiting_room_id(key)
+        room = waiting_room_id(key, background=background)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             if max_wait_s is not None:
                 conn.execute(SET_WAITING_ROOM_TIMEOUT, (f"{max(1, int(max_wait_s * 1000))}ms",))
@@ -299,21 +341,42 @@ class SharedRateLimiter:
             finally:
                 conn.execute(LEAVE_WAITING_ROOM, (room,))
 
-    def acquire(self, key: str, rates: tuple[RateSpec, ...], max_wait_s: float | None = None) -> float:
+    def acquire(
+        self, key: str, rates: tuple[RateSpec, ...], max_wait_s: float | None = None, *, background: bool = False
+    ) -> float:
         """Wait until one call on `key` is allowed and record it; return the seconds waited.
 
         A call that fits takes its slot at once; one that must wait longer than a moment waits in
-        the key's waiting room, so that other tasks can see the key is spoken for."""
+        the key's waiting room, so that other tasks can see the key is spoken for. A `background`
+        call waits in the background room and takes no slot while a scheduled call waits."""
         if not rates:
             return 0.0
         limiter = self._limiter(key, rates)
-        if limiter.try_acquire(bucket_table(key), blocking=False):
+        if not (background and self.has_waiter(key)) and limiter.try_acquire(bucket_table(key), blocking=False):
             return 0.0
         started = time.monotonic()
+        if background:
+            with self.waiting_room(key, max_wait_s, background=True):
+                return self._wait_behind_scheduled(limiter, key, rates, max_wait_s, started)
         if self.wait_s(key, rates) <= short_window_s(rates):  # a per-second cap: queue on the bucket directly
             return self._wait_for_slot(limiter, key, max_wait_s, started)
         with self.waiting_room(key, max_wait_s):
             return self._wait_for_slot(limiter, key, max_wait_s, started)
+
+    def _wait_behind_scheduled(
+        self, limiter: Limiter, key: str, rates: tuple[RateSpec, ...], max_wait_s: float | None, started: float
+    ) -> float:
+        # No blocking acquire here: it would race a scheduled waiter for each freed slot.
+        while True:
+            remaining = None if max_wait_s is None else max_wait_s - (time.monotonic() - started)
+            if remaining is not None and remaining <= 0:
+                raise RateLimitTimeout(f"rate limit for {bucket_table(key)} still spent after {max_wait_s:.0f}s")
+            wait = self.wait_s(key, rates)
+            if wait <= 0 and not self.has_waiter(key):
+                if limiter.try_acquire(bucket_table(key), blocking=False):
+                    return time.monotonic() - started
+                continue
+            time.sleep(min(max(wait, BACKGROUND_RECHECK_S), 300.0, remaining if remaining is not None else 300.0))
 
     @staticmethod
     def _wait_for_slot(limiter: Limiter, key: str, max_wait_s: float | None, started: float) -> float:

@@ -165,11 +165,13 @@ class ApiSession:
         body_check: BodyCheck | None = None,
         on_unauthorized: Callable[[], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        background: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
         self.limiter_key = limiter_key
         self.rates = rates
+        self.background = background  # background work (a backfill) lets scheduled calls go first
         self.default_params = dict(default_params or {})
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -194,18 +196,26 @@ class ApiSession:
         another credential's work could use. Call it before a task has done any work.
 
         Waits a per-second cap causes do not count. The task is rescheduled for when its calls fit,
-        at least limiter.reschedule_after_s() away (a minute in a real hour)."""
+        at least limiter.reschedule_after_s() away (a minute in a real hour). A scheduled task is
+        not held back by background work (a backfill): its calls will go first, so it starts when
+        the wait is short even if the backfill keeps the quota spent."""
         if self.limiter is None or not self.rates:
             return
-        wait = self.limiter.wait_s(self.limiter_key, self.rates, calls)
+        key = self.limiter_key
+        wait = self.limiter.wait_s(key, self.rates, calls)
         if wait > reschedule_after_s():
             raise QuotaSpent(wait)
-        if wait > short_window_s(self.rates) or self.limiter.has_waiter(self.limiter_key):
+        if self.limiter.has_waiter(key):
+            raise QuotaSpent(reschedule_after_s(), in_use=True)
+        if wait > short_window_s(self.rates):
+            if self.background or not self.limiter.has_background_work(key):
+                raise QuotaSpent(reschedule_after_s(), in_use=True)
+        elif self.background and self.limiter.has_waiter(key, background=True):
             raise QuotaSpent(reschedule_after_s(), in_use=True)
 
     def _take_slot(self) -> None:
         if self.limiter is not None and self.rates:
-            waited = self.limiter.acquire(self.limiter_key, self.rates)
+            waited = self.limiter.acquire(self.limiter_key, self.rates, background=self.background)
             self.stats.waited_s += waited
 
     def _wait(self, seconds: float, why: str) -> None:

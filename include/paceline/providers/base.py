@@ -52,9 +52,11 @@ class ApiHook(BaseHook):
         limiter: SharedRateLimiter | None = None,
         use_limiter: bool = True,
         retry: RetryPolicy | None = None,
+        background: bool = False,
     ) -> None:
         super().__init__()
         self.conn_id = conn_id
+        self.background = background  # backfill work: scheduled syncs of the credential go first
         self._rates = rates
         self._limiter = limiter
         self.use_limiter = use_limiter
@@ -107,6 +109,7 @@ class ApiHook(BaseHook):
             limiter_key=self.limiter_key,
             rates=rates if rates is not None else self.rates,
             retry=self.retry,
+            background=self.background,
             **self.session_kwargs(),
         )
 

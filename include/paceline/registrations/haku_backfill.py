@@ -211,13 +211,21 @@ def wait_for_small_events(after_small: Sequence[int], ti: Any, run_id: str, poll
 
 
 def sync_item(item: Mapping[str, Any], params: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-    """A full sync of one event, audited as "backfill" with its estimated size."""
+    """A full sync of one event, audited as "backfill" with its estimated size. Its calls are
+    background calls: a scheduled haku_sync of the same credential goes first."""
     size = item.get("estimated_size")
+    kwargs.setdefault("hook", haku_sync.hook_for(Integration.from_dict(item["integration"]), background=True))
     return haku_sync.sync_event(
         item, params, sync_type="backfill", full=True, estimated_size=size if size is None or size >= 0 else None, **kwargs
     )
 
 
-def sync_batch(items: list[Mapping[str, Any]], params: Mapping[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-    """Backfill each event of a mapped batch; one failing event fails the task after the others ran."""
-    return haku_sync.sync_batch(items, params, sync=sync_item, **kwargs)
+def sync_batch(
+    items: list[Mapping[str, Any]], params: Mapping[str, Any] | None = None, *, large: bool = False, **kwargs: Any
+) -> list[dict[str, Any]]:
+    """Backfill each event of a mapped batch; one failing event fails the task after the others ran.
+
+    A `large` batch runs alone on its credential (it holds the credential's lane): a large event
+    outlasts the quota, so a second one on the same credential would only take turns with the
+    first while holding a slot of the large pool that another credential's event could use."""
+    return haku_sync.sync_batch(items, params, sync=sync_item, background=True, alone=large, **kwargs)

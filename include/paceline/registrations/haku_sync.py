@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ import psycopg
 
 from paceline import audit, watermarks
 from paceline.db.warehouse import connect, dsn_from_airflow, upsert
+from paceline.http.limiter import QuotaSpent, reschedule_after_s
 from paceline.http.session import (
     ApiError,
     PermanentApiError,
@@ -122,12 +124,13 @@ def retry_policy() -> RetryPolicy | None:
     return RetryPolicy(base_s=b, max_s=max(b * 16, b), throttle_wait_s=b, throttle_max_wait_s=max(60.0, b * 600))
 
 
-def hook_for(integration: Integration) -> HakuHook:
+def hook_for(integration: Integration, *, background: bool = False) -> HakuHook:
     return HakuHook(
         integration.conn_id,
         calls_per_hour=integration.calls_per_hour,
         calls_per_second=integration.calls_per_second,
         retry=retry_policy(),
+        background=background,
     )
 
 
@@ -532,10 +535,21 @@ def _commit(
         record.write(conn)
 
 
-def reschedule_if_quota_spent(integration: Integration) -> None:
-    session = hook_for(integration).get_conn()
+@contextmanager
+def quota_for_task(integration: Integration, *, background: bool = False, alone: bool = False) -> Iterator[None]:
+    """Enter a task on `integration`'s credential, or raise QuotaSpent (Airflow reschedules the
+    task) when its first calls do not fit the quota now. With `alone` the task also holds the
+    credential's lane for its whole length, and reschedules while another task holds it."""
+    hook = hook_for(integration, background=background)
+    session = hook.get_conn()
+    limiter = session.limiter
     try:
-        session.reschedule_if_quota_spent()
+        with limiter.lane(session.limiter_key) if alone and limiter is not None else nullcontext(True) as entered:
+            if not entered:
+                raise QuotaSpent(reschedule_after_s(), in_use=True)
+            session.reschedule_if_quota_spent()
+            session.close()
+            yield
     finally:
         session.close()
 
@@ -545,21 +559,25 @@ def sync_batch(
     params: Mapping[str, Any] | None = None,
     *,
     sync: Callable[..., dict[str, Any]] | None = None,
+    background: bool = False,
+    alone: bool = False,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Sync each event of a mapped batch (with `sync`, default sync_event); one failing event
     fails the task after the others ran and committed. When the first event's credential has its
-    quota spent for a while, raises QuotaSpent before any work: Airflow reschedules the task."""
+    quota spent for a while, raises QuotaSpent before any work: Airflow reschedules the task.
+    `background` and `alone` are quota_for_task's."""
     sync = sync or sync_event
     results, failures = [], []
-    if items:
-        reschedule_if_quota_spent(Integration.from_dict(items[0]["integration"]))
-    for item in items:
-        try:
-            results.append(sync(item, params, **kwargs))
-        except Exception as exc:
-            log.exception("event %s failed", item.get("event_id"))
-            failures.append(f"{item.get('event_id')}: {exc.__class__.__name__}: {exc}")
+    if not items:
+        return results
+    with quota_for_task(Integration.from_dict(items[0]["integration"]), background=background, alone=alone):
+        for item in items:
+            try:
+                results.append(sync(item, params, **kwargs))
+            except Exception as exc:
+                log.exception("event %s failed", item.get("event_id"))
+                failures.append(f"{item.get('event_id')}: {exc.__class__.__name__}: {exc}")
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(items)} events failed: " + "; ".join(failures))
     return results
