@@ -23,7 +23,8 @@ holds one credential's events, and a large batch starts once its own credential'
 batches have finished (until then it is *up for reschedule* and holds no slot), so a credential
 with little small work goes on to its large events while others are still busy. One large
 event runs at a time per credential: a large event outlasts the quota, so the others of that
-credential wait *up for reschedule* and leave the pool's slots to other credentials.
+credential wait *up for reschedule* (looking again every 5 minutes) and leave the pool's slots
+to other credentials.
 
 The backfill's calls are background calls: a scheduled `haku_sync` of the same credential
 takes the quota first while it runs, so live events stay fresh during a long backfill.

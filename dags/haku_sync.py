@@ -31,7 +31,9 @@ registrations. Full: a new event, a last full sync older than `incremental_days`
 shared by all tasks (`paceline.api_tokens`); each credential stays under `calls_per_hour`
 (default 500) through the shared limiter, across tasks and runs. A task whose first calls do not fit its
 credential's quota when it starts (the credential's other tasks are using it, or it is spent) is
-*up for reschedule* meanwhile, holding no slot.
+*up for reschedule* meanwhile, holding no slot. A `haku_backfill` on the same credentials does
+not hold this sync back: its tasks rank below this one for a `haku_api` slot, and its calls let
+this sync's calls go first.
 
 **summary** (all_done) reports the run from the audit table and fails the run if an event
 failed. Clearing a failed task re-syncs its events from their last committed cursor.
@@ -64,7 +66,8 @@ with DAG(
     def plan(params: dict | None = None) -> list[list[dict]]:
         return haku_sync.plan(params)
 
-    @task(pool="haku_api", map_index_template="{{ haku_label }}")
+    # above haku_backfill's tasks (10 and 1): a live event takes the next free haku_api slot
+    @task(pool="haku_api", priority_weight=100, weight_rule="absolute", map_index_template="{{ haku_label }}")
     def sync(events: list[dict], params: dict | None = None) -> list[dict]:
         get_current_context()["haku_label"] = haku_sync.batch_label(events)
         return haku_sync.sync_batch(events, params)

@@ -57,6 +57,10 @@ def test_haku_backfill_large_batches_wait_per_credential_not_behind_a_barrier(da
     small, large = dag.get_task(haku_backfill.SMALL_TASK_ID), dag.get_task("sync_large")
     assert (small.pool, large.pool) == ("haku_api", "haku_backfill_large")
     assert large.priority_weight < small.priority_weight
+    # a scheduled haku_sync takes the next free haku_api slot before any backfill task
+    scheduled = dagbag.dags["haku_sync"].get_task("sync")
+    assert scheduled.pool == small.pool and scheduled.priority_weight > small.priority_weight
+    assert scheduled.weight_rule == small.weight_rule == large.weight_rule  # absolute: the weights as given
     # no run-wide edge from the small events to the large ones: each large batch waits for its own
     # credential's small batches (haku_backfill.wait_for_small_events)
     assert small.task_id not in large.upstream_task_ids

@@ -116,6 +116,15 @@ def reschedule_after_s() -> float:
     return RESCHEDULE_AFTER_S * hour_seconds() / 3600.0
 
 
+LANE_RECHECK_S = 300.0  # a task waiting for a credential's lane looks again this often (in a real hour)
+
+
+def lane_recheck_s() -> float:
+    """How long a task that found its credential's lane taken stays up for reschedule; scaled like
+    reschedule_after_s. Lane work lasts hours, so looking every minute would only churn workers."""
+    return LANE_RECHECK_S * hour_seconds() / 3600.0
+
+
 class QuotaSpent(AirflowRescheduleException):
     """A credential's quota cannot take a new task's first calls now: Airflow puts the task *up for
     reschedule* (no worker, no pool slot held) for `wait_s`, so that its slot serves another

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LARGE_THRESHOLD = 1000
 ESTIMATE_PER_PAGE = 100  # asked for; the server may cap it, which the estimate detects
 SMALL_TASK_ID = "sync_small"  # the DAG's mapped task of small and medium events
-SMALL_PHASE_POLL_S = 30  # how often a waiting large batch looks again (it frees its slot meanwhile)
+SMALL_PHASE_POLL_S = 300  # how often a waiting large batch looks again; the small phase lasts hours
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 

@@ -33,7 +33,7 @@ import psycopg
 
 from paceline import audit, watermarks
 from paceline.db.warehouse import connect, dsn_from_airflow, upsert
-from paceline.http.limiter import QuotaSpent, reschedule_after_s
+from paceline.http.limiter import QuotaSpent, lane_recheck_s
 from paceline.http.session import (
     ApiError,
     PermanentApiError,
@@ -546,7 +546,7 @@ def quota_for_task(integration: Integration, *, background: bool = False, alone:
     try:
         with limiter.lane(session.limiter_key) if alone and limiter is not None else nullcontext(True) as entered:
             if not entered:
-                raise QuotaSpent(reschedule_after_s(), in_use=True)
+                raise QuotaSpent(lane_recheck_s(), in_use=True)
             session.reschedule_if_quota_spent()
             session.close()
             yield
