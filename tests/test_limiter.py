@@ -127,7 +127,8 @@ def test_wait_s_for_several_calls_waits_for_the_oldest_ones_to_leave(warehouse_d
     assert 1.9 < two <= 3.0 * (1 + SHORT_WINDOW_MARGIN) - 1.0
     three = limiter.wait_s(key, rates, calls=3)  # both must leave
     assert 2.9 < three <= 3.0 * (1 + SHORT_WINDOW_MARGIN)
-    assert limiter.wait_s(key, rates, calls=10) == three  # never more than the quota itself
+    # never more than the quota itself (read a moment later, so a millisecond or so less)
+    assert limiter.wait_s(key, rates, calls=10) == pytest.approx(three, abs=0.05)
 
 
 def test_a_call_is_stamped_when_it_is_admitted_not_when_it_asked(warehouse_dsn: str) -> None:

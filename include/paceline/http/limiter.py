@@ -174,9 +174,9 @@ def lane_id(key: str) -> int:
 BACKGROUND_RECHECK_S = 0.05  # a background caller behind a scheduled waiter looks again this often
 
 
-ENTER_WAITING_ROOM = "SELECT pg_advisory_lock(%s)"
-PROBE_WAITING_ROOM = "SELECT pg_try_advisory_lock(%s)"
-LEAVE_WAITING_ROOM = "SELECT pg_advisory_unlock(%s)"
+WAIT_FOR_LOCK = "SELECT pg_advisory_lock(%s)"
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+UNLOCK = "SELECT pg_advisory_unlock(%s)"
 SET_WAITING_ROOM_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
 
 LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
@@ -304,10 +304,10 @@ class SharedRateLimiter:
 
     def _is_locked(self, lock: int) -> bool:
         with self._pool(self.dsn).connection() as conn:
-            row = conn.execute(PROBE_WAITING_ROOM, (lock,)).fetchone()
+            row = conn.execute(TRY_LOCK, (lock,)).fetchone()
             taken = bool(row and row[0])
             if taken:
-                conn.execute(LEAVE_WAITING_ROOM, (lock,))
+                conn.execute(UNLOCK, (lock,))
         return not taken
 
     def has_waiter(self, key: str, *, background: bool = False) -> bool:
@@ -326,13 +326,13 @@ class SharedRateLimiter:
         The lane is an advisory lock on a connection of its own, so a worker that dies frees it."""
         lock = lane_id(key)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            row = conn.execute(PROBE_WAITING_ROOM, (lock,)).fetchone()
+            row = conn.execute(TRY_LOCK, (lock,)).fetchone()
             taken = bool(row and row[0])
             try:
                 yield taken
             finally:
                 if taken and not conn.closed:
-                    conn.execute(LEAVE_WAITING_ROOM, (lock,))
+                    conn.execute(UNLOCK, (lock,))
 
     @contextmanager
     def waiting_room(self, key: str, max_wait_s: float | None = None, *, background: bool = False) -> Iterator[None]:
@@ -342,13 +342,13 @@ class SharedRateLimiter:
             if max_wait_s is not None:
                 conn.execute(SET_WAITING_ROOM_TIMEOUT, (f"{max(1, int(max_wait_s * 1000))}ms",))
             try:
-                conn.execute(ENTER_WAITING_ROOM, (room,))
+                conn.execute(WAIT_FOR_LOCK, (room,))
             except (LockNotAvailable, QueryCanceled) as exc:
                 raise RateLimitTimeout(f"rate limit for {bucket_table(key)} still spent after {max_wait_s:.0f}s") from exc
             try:
                 yield
             finally:
-                conn.execute(LEAVE_WAITING_ROOM, (room,))
+                conn.execute(UNLOCK, (room,))
 
     def acquire(
         self, key: str, rates: tuple[RateSpec, ...], max_wait_s: float | None = None, *, background: bool = False
@@ -381,10 +381,8 @@ class SharedRateLimiter:
             if remaining is not None and remaining <= 0:
                 raise RateLimitTimeout(f"rate limit for {bucket_table(key)} still spent after {max_wait_s:.0f}s")
             wait = self.wait_s(key, rates)
-            if wait <= 0 and not self.has_waiter(key):
-                if limiter.try_acquire(bucket_table(key), blocking=False):
-                    return time.monotonic() - started
-                continue
+            if wait <= 0 and not self.has_waiter(key) and limiter.try_acquire(bucket_table(key), blocking=False):
+                return time.monotonic() - started
             time.sleep(min(max(wait, BACKGROUND_RECHECK_S), 300.0, remaining if remaining is not None else 300.0))
 
     @staticmethod

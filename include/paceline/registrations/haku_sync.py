@@ -540,15 +540,13 @@ def quota_for_task(integration: Integration, *, background: bool = False, alone:
     """Enter a task on `integration`'s credential, or raise QuotaSpent (Airflow reschedules the
     task) when its first calls do not fit the quota now. With `alone` the task also holds the
     credential's lane for its whole length, and reschedules while another task holds it."""
-    hook = hook_for(integration, background=background)
-    session = hook.get_conn()
+    session = hook_for(integration, background=background).get_conn()
     limiter = session.limiter
     try:
         with limiter.lane(session.limiter_key) if alone and limiter is not None else nullcontext(True) as entered:
             if not entered:
                 raise QuotaSpent(lane_recheck_s(), in_use=True)
             session.reschedule_if_quota_spent()
-            session.close()
             yield
     finally:
         session.close()
