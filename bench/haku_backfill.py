@@ -44,6 +44,83 @@ from scheduler import MappedTask, Scheduler  # bench/scheduler.py: mapped tasks,
 OLD_SECONDS_PER_CALL = 3.6
 OLD_PAGE = 25
 QUOTA = 500
+PROBE_THREAD = "live-probe"  # the quota figures leave these threads' calls out
+
+
+class LiveProbes:
+    """The scheduled haku_sync while the backfill runs: every `--live-every` minutes of the quota
+    hour, one thread per credential syncs that credential's smallest event (incremental once the
+    backfill has it: a call or two) the way the haku_sync DAG's task does, rescheduling as Airflow
+    would, and records how long it took to finish. The probes take no pool slot here."""
+
+    def __init__(self, period_s: float, items: dict[str, dict], first_small_task: dict[str, str], scheduler: Scheduler):
+        self.durations: dict[str, list[float]] = defaultdict(list)
+        self.failures: dict[str, int] = defaultdict(int)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._probe, args=(period_s, iid, item, first_small_task[iid], scheduler),
+                             name=f"{PROBE_THREAD}-{iid}", daemon=True)
+            for iid, item in items.items()
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _probe(self, period_s: float, integration_id: str, item: dict, after_task: str, scheduler: Scheduler) -> None:
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        from paceline.registrations import haku_sync
+
+        while not self._stop.wait(period_s):
+            if scheduler.states.get(after_task) not in ("success", "failed"):
+                continue  # the backfill is still writing this event: wait for it, as a real run's timing would
+            started = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    haku_sync.sync_batch([item])
+                except AirflowRescheduleException as exc:
+                    self._stop.wait(max(0.0, exc.reschedule_date.timestamp() - time.time()))
+                    continue
+                except Exception:
+                    self.failures[integration_id] += 1
+                break
+            else:
+                return
+            self.durations[integration_id].append(time.monotonic() - started)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def report(self, login_of: dict[str, str], login_by_id: dict[str, str], hour: float) -> None:
+        if not self._threads:
+            return
+        every = [d for ds in self.durations.values() for d in ds]
+        print("  scheduled haku_sync probes during the backfill (smallest event of each credential), minutes of"
+              " the quota hour from start to done:")
+        if every:
+            every.sort()
+            print(f"    all: {len(every)} probes, median {every[len(every) // 2] / hour * 60:.1f} min, "
+                  f"95th {every[int(len(every) * 0.95)] / hour * 60:.1f} min, max {every[-1] / hour * 60:.1f} min; "
+                  f"failures {sum(self.failures.values())}")
+        for iid, ds in sorted(self.durations.items()):
+            ds.sort()
+            print(f"    {login_of.get(login_by_id[iid], iid):12} {len(ds):4} probes, median {ds[len(ds) // 2] / hour * 60:5.1f} min,"
+                  f" max {ds[-1] / hour * 60:5.1f} min")
+
+
+def live_probes(args: argparse.Namespace, planned: dict, scheduler: Scheduler, hour: float) -> LiveProbes:
+    from paceline.registrations import haku_backfill
+
+    items: dict[str, dict] = {}
+    first_task: dict[str, str] = {}
+    if args.live_every > 0:
+        for n, batch in enumerate(planned["small"]):
+            iid = haku_backfill.integration_of(batch)
+            if iid not in items:
+                items[iid] = batch[0]  # batches keep each credential's smallest-first order
+                first_task[iid] = f"{haku_backfill.SMALL_TASK_ID}_{n}"
+    return LiveProbes(args.live_every * hour / 60.0, items, first_task, scheduler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="haku_backfill_large pool slots (default: config/pools.json)")
     parser.add_argument("--integrations", type=int, default=0, help="only the first N credentials (0: all)")
     parser.add_argument("--large-threshold", type=int, default=1000)
+    parser.add_argument("--live-every", type=float, default=15.0,
+                        help="quota-hour minutes between scheduled haku_sync probes per credential during the backfill (0: none)")
     args = parser.parse_args(argv)
 
     home = Path(tempfile.mkdtemp(prefix="paceline-bench-haku-"))
@@ -102,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         login_of = {i["login"]: i["integration_id"] for i in integrations}
 
-        calls_log = stack.enter_context(recorded_calls())  # every call and quota hold, per credential
+        calls_log = stack.enter_context(recorded_calls(skip_thread_prefix=PROBE_THREAD))  # the backfill's calls and holds
         lock = threading.Lock()
         params = {"large_threshold": args.large_threshold}
         t0 = time.monotonic()
@@ -133,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                         small_done_at[integration_id] = ended - t0
 
         scheduler = Scheduler("haku_backfill")
+        live = live_probes(args, planned, scheduler, hour=args.hour_seconds)
         scheduler.run({
             "haku_api": (args.small_slots, [
                 MappedTask(haku_backfill.SMALL_TASK_ID, n, functools.partial(run, b)) for n, b in enumerate(small_batches)
@@ -142,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 for n, b in enumerate(large_batches)
             ]),
         })
+        live.stop()
         if scheduler.errors:
             print(f"  FAILED tasks: {list(scheduler.errors.items())[:5]}")
         results = [r for out in scheduler.results.values() for r in out]
@@ -198,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"    {login_of.get(login, login[:6]):12} {len(gaps):5} gaps, {total:5.2f} h idle; longest: "
                   + ", ".join(f"{(b - a) / hour:.2f} h at {(a - t0) / hour:.1f} h (then {kind_at(b)})" for a, b in longest))
+        live.report(login_of, login_by_id, hour)
         print(f"  mean share of quota used while work waited (goal >= 90%): (a) {fmt(mean(shares['a']))}"
               f"  (b) {fmt(mean(shares['b']))}  (c) {fmt(mean(shares['c']))}")
 

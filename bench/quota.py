@@ -98,8 +98,9 @@ class CallLog:
 
 
 @contextmanager
-def recorded_calls() -> Iterator[CallLog]:
-    """Record every call through the shared limiter, and every quota reschedule, per limiter key."""
+def recorded_calls(skip_thread_prefix: str | None = None) -> Iterator[CallLog]:
+    """Record every call through the shared limiter, and every quota reschedule, per limiter key;
+    calls from threads named `skip_thread_prefix`... are left out (a benchmark's probes)."""
     from paceline.http.limiter import QuotaSpent, SharedRateLimiter
     from paceline.http.session import ApiSession
 
@@ -108,24 +109,30 @@ def recorded_calls() -> Iterator[CallLog]:
     reschedule_check = ApiSession.reschedule_if_quota_spent
     waiting_room = SharedRateLimiter.waiting_room
 
+    def skipped() -> bool:
+        return skip_thread_prefix is not None and threading.current_thread().name.startswith(skip_thread_prefix)
+
     def recording(self: ApiSession) -> None:
         take_slot(self)
-        if self.limiter is not None:
+        if self.limiter is not None and not skipped():
             log.call(self.limiter_key, time.monotonic())
 
     def checking(self: ApiSession, *args: object, **kwargs: object) -> None:
         try:
             reschedule_check(self, *args, **kwargs)
         except QuotaSpent:
-            log.hold(self.limiter_key, time.monotonic())
+            if not skipped():
+                log.hold(self.limiter_key, time.monotonic())
             raise
 
     @contextmanager
     def waiting(self: SharedRateLimiter, key: str, *args: object, **kwargs: object) -> Iterator[None]:
-        log.hold(key, time.monotonic())
+        if not skipped():
+            log.hold(key, time.monotonic())
         with waiting_room(self, key, *args, **kwargs):
             yield
-        log.hold(key, time.monotonic())
+        if not skipped():
+            log.hold(key, time.monotonic())
 
     ApiSession._take_slot = recording  # type: ignore[method-assign]
     ApiSession.reschedule_if_quota_spent = checking  # type: ignore[method-assign]

@@ -340,3 +340,24 @@ def test_one_lane_holder_per_key_and_a_dead_holder_frees_it(warehouse_dsn: str) 
     finally:
         if holder.is_alive():
             holder.kill()
+
+
+def test_background_calls_keep_a_pace_and_cannot_spend_the_quota_in_one_burst(warehouse_dsn: str) -> None:
+    """A backfill that burst an hour's quota would leave scheduled syncs no call until the hour slid
+    by: background calls take a twelfth of it per twelfth of the window; scheduled ones may burst."""
+    from paceline.http.limiter import background_pace
+
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:pace:{time.time()}"
+    rates = (RateSpec(24, 6.0),)
+    assert background_pace(rates) == (RateSpec(2, 0.5, exact=True),)
+    started = time.monotonic()
+    for _ in range(6):
+        limiter.acquire(key, rates, background=True)
+    paced = time.monotonic() - started
+    assert 0.95 <= paced < 1.6, f"6 background calls took {paced:.2f}s; the pace allows 2 per 0.5 s"
+    started = time.monotonic()
+    for _ in range(18):
+        limiter.acquire(key, rates)  # the rest of the quota is there for scheduled calls at once
+    assert time.monotonic() - started < 0.8
+    assert limiter.wait_s(key, rates) > 4.0

@@ -30,6 +30,7 @@ the first while holding a pool slot.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import time
@@ -57,10 +58,11 @@ class RateSpec:
 
     limit: int
     per_seconds: float
+    exact: bool = False  # no jitter margin: a rate of our own (the background pace), not a provider's
 
     def to_rate(self) -> Rate:
         window_ms = self.per_seconds * Duration.SECOND
-        if self.per_seconds <= 10:
+        if self.per_seconds <= 10 and not self.exact:
             window_ms *= 1 + SHORT_WINDOW_MARGIN
         return Rate(self.limit, int(window_ms))
 
@@ -172,6 +174,23 @@ def lane_id(key: str) -> int:
 
 
 BACKGROUND_RECHECK_S = 0.05  # a background caller behind a scheduled waiter looks again this often
+BACKGROUND_PACE_PARTS = 12  # background calls take an hourly quota a twelfth per twelfth of the hour
+
+
+def background_pace(rates: tuple[RateSpec, ...]) -> tuple[RateSpec, ...]:
+    """The pace background calls keep on top of `rates`: each quota window's limit spread over
+    BACKGROUND_PACE_PARTS parts of it. A backfill then cannot spend an hour's quota in one burst,
+    which would leave the credential's scheduled syncs no call until that hour slid by; paced, it
+    still uses the whole quota, and a freed slot is never more than a part of the hour away."""
+    return tuple(
+        RateSpec(math.ceil(r.limit / BACKGROUND_PACE_PARTS), r.per_seconds / BACKGROUND_PACE_PARTS, exact=True)
+        for r in rates
+        if r.per_seconds > PER_SECOND_WINDOW_S and r.limit >= BACKGROUND_PACE_PARTS
+    )
+
+
+def pace_key(key: str) -> str:
+    return key + "|background-pace"
 
 
 WAIT_FOR_LOCK = "SELECT pg_advisory_lock(%s)"
@@ -310,6 +329,11 @@ class SharedRateLimiter:
                 conn.execute(UNLOCK, (lock,))
         return not taken
 
+    def background_wait_s(self, key: str, rates: tuple[RateSpec, ...], calls: int = 1) -> float:
+        """Seconds until background work may make `calls` more calls on `key`: the quota and the pace."""
+        pace = background_pace(rates)
+        return max(self.wait_s(key, rates, calls), self.wait_s(pace_key(key), pace, calls) if pace else 0.0)
+
     def has_waiter(self, key: str, *, background: bool = False) -> bool:
         """Whether a scheduled (or, with `background`, a background) caller in any process is
         waiting for `key`'s next call right now."""
@@ -360,10 +384,13 @@ class SharedRateLimiter:
         call waits in the background room and takes no slot while a scheduled call waits."""
         if not rates:
             return 0.0
+        paced = 0.0
+        if background and (pace := background_pace(rates)):
+            paced = self.acquire(pace_key(key), pace, max_wait_s)
         limiter = self._limiter(key, rates)
         if not (background and self.has_waiter(key)) and limiter.try_acquire(bucket_table(key), blocking=False):
-            return 0.0
-        started = time.monotonic()
+            return paced
+        started = time.monotonic() - paced
         if background:
             with self.waiting_room(key, max_wait_s, background=True):
                 return self._wait_behind_scheduled(limiter, key, rates, max_wait_s, started)

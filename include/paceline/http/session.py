@@ -202,7 +202,10 @@ class ApiSession:
         if self.limiter is None or not self.rates:
             return
         key = self.limiter_key
-        wait = self.limiter.wait_s(key, self.rates, calls)
+        if self.background:
+            wait = self.limiter.background_wait_s(key, self.rates, calls)
+        else:
+            wait = self.limiter.wait_s(key, self.rates, calls)
         if wait > reschedule_after_s():
             raise QuotaSpent(wait)
         if self.limiter.has_waiter(key):
