@@ -21,7 +21,8 @@ pool slot while other credentials' work waits.
 
 Background work (a backfill) waits in a room of its own and lets a waiting scheduled call go
 first, so a backfill that spends a credential's quota for hours does not starve the scheduled
-syncs of the same credential. A background task can also take the credential's *lane*
+syncs of the same credential; it also keeps a pace (:func:`background_pace`), so that it cannot
+spend a whole hour's quota in one burst. A background task can also take the credential's *lane*
 (:meth:`SharedRateLimiter.lane`): one lane holder per credential at a time, for work that
 outlasts the quota anyway, where a second task on the credential would only take turns with
 the first while holding a pool slot.
