@@ -112,14 +112,10 @@ class LiveProbes:
 def live_probes(args: argparse.Namespace, planned: dict, scheduler: Scheduler, hour: float) -> LiveProbes:
     from paceline.registrations import haku_backfill
 
-    items: dict[str, dict] = {}
-    first_task: dict[str, str] = {}
-    if args.live_every > 0:
-        for n, batch in enumerate(planned["small"]):
-            iid = haku_backfill.integration_of(batch)
-            if iid not in items:
-                items[iid] = batch[0]  # batches keep each credential's smallest-first order
-                first_task[iid] = f"{haku_backfill.SMALL_TASK_ID}_{n}"
+    tasks = haku_backfill.small_tasks_by_integration(planned["small"]) if args.live_every > 0 else {}
+    # a credential's first small batch starts with its smallest event (batches keep that order)
+    items = {iid: planned["small"][indexes[0]][0] for iid, indexes in tasks.items()}
+    first_task = {iid: f"{haku_backfill.SMALL_TASK_ID}_{indexes[0]}" for iid, indexes in tasks.items()}
     return LiveProbes(args.live_every * hour / 60.0, items, first_task, scheduler)
 
 
