@@ -1,150 +1,19 @@
-"""End to end on the real thing: `python -m paceline run` (what `make run` starts), then runs through
-the real scheduler, a backfill through `airflow backfill create`, and Ctrl+C.
-
-One stack serves the whole module: starting Airflow costs about a minute on two cores.
-"""
+"""End to end on the real thing: runs through the real scheduler and a backfill through
+`airflow backfill create`, on the session's stack (tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
-import pytest
 import requests
 
 from paceline.db.embedded import free_port
-
-CONTRACT_DAGS = {
-    "runsignup_sync",
-    "haku_sync",
-    "haku_backfill",
-    "nba_player_game_summary",
-    "racing_masters",
-    "racing_events",
-    "racing_daily",
-}
-
-
-@dataclass
-class Stack:
-    process: subprocess.Popen[str]
-    env: dict[str, str]
-    var: Path
-    api: str
-    pg_port: int
-    output: list[str]
-
-    def airflow(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        airflow_env = {**self.env, **_airflow_env_of(self)}
-        return subprocess.run(
-            [str(Path(sys.executable).with_name("airflow")), *args],
-            env=airflow_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def token(self) -> str:
-        password = json.loads((self.var / "airflow" / "simple_auth_manager_passwords.json").read_text())["admin"]
-        response = requests.post(f"{self.api}/auth/token", json={"username": "admin", "password": password}, timeout=30)
-        response.raise_for_status()
-        return response.json()["access_token"]
-
-    def get(self, path: str, **params: object) -> dict:
-        response = requests.get(
-            f"{self.api}/api/v2{path}", params=params, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
-        )
-        response.raise_for_status()
-        return response.json()
-
-    def post(self, path: str, body: dict) -> dict:
-        response = requests.post(
-            f"{self.api}/api/v2{path}", json=body, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
-        )
-        assert response.ok, response.text
-        return response.json()
-
-    def wait_for_runs(self, dag_id: str, count: int, run_type: str, timeout: float = 420) -> list[dict]:
-        """Wait until `count` runs of `run_type` have finished; return those runs."""
-        deadline = time.monotonic() + timeout
-        runs: list[dict] = []
-        while time.monotonic() < deadline:
-            runs = [r for r in self.get(f"/dags/{dag_id}/dagRuns", limit=100)["dag_runs"] if r["run_type"] == run_type]
-            finished = [r for r in runs if r["state"] in ("success", "failed")]
-            if len(finished) >= count:
-                return runs
-            time.sleep(3)
-        raise AssertionError(f"{dag_id}: {count} runs not finished in {timeout}s: {[(r['dag_run_id'], r['state']) for r in runs]}")
-
-
-def _airflow_env_of(stack: Stack) -> dict[str, str]:
-    from paceline import local_stack
-
-    os.environ["PACELINE_VAR_DIR"] = str(stack.var)
-    try:
-        env = local_stack.airflow_env(stack.pg_port, int(stack.api.rsplit(":", 1)[1]))
-    finally:
-        os.environ.pop("PACELINE_VAR_DIR", None)
-    state = json.loads((stack.var / "sandbox" / "state.json").read_text())
-    if state.get("bigquery"):
-        env["BIGQUERY_EMULATOR_HOST"] = state["bigquery"]
-    return {k: v for k, v in env.items() if k.startswith(("AIRFLOW", "BIGQUERY", "PACELINE"))}
-
-
-def _clean_env(var: Path, pg_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PACELINE", "BIGQUERY"))}
-    env.update({"PACELINE_VAR_DIR": str(var), "PACELINE_PG_PORT": str(pg_port)})
-    return env
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    var = tmp_path_factory.mktemp("stack")
-    pg_port, api_port = free_port(), free_port()
-    env = _clean_env(var, pg_port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "paceline", "run", "--port", str(api_port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-    deadline = time.monotonic() + 400
-    assert process.stdout is not None
-    os.set_blocking(process.stdout.fileno(), False)
-    up = False
-    while time.monotonic() < deadline and process.poll() is None:
-        line = process.stdout.readline()
-        if not line:
-            time.sleep(0.5)
-            continue
-        output.append(line)
-        if "Ctrl+C stops everything" in line:
-            up = True
-            break
-    if not up:
-        process.kill()
-        pytest.fail("`paceline run` did not come up:\n" + "".join(output[-60:]))
-    stack = Stack(process, env, var, f"http://127.0.0.1:{api_port}", pg_port, output)
-    yield stack
-    if process.poll() is None:  # the last test stops it; this is for a run cut short
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+from tests.e2e.conftest import CONTRACT_DAGS, Stack
 
 
 def test_health_and_every_dag_listed_and_unpaused(stack: Stack) -> None:
@@ -263,45 +132,3 @@ def test_haku_backfill_takes_each_credentials_small_events_before_its_large_ones
     (large,) = [r for r in rows if r[1] > 40]
     # tp3's large event started after tp3's small one had finished
     assert large[3] >= max(r[4] for r in rows if r[0] == 3 and r[1] <= 40)
-
-
-def test_ctrl_c_stops_every_process_it_started(stack: Stack) -> None:
-    import psutil
-
-    def ours() -> list[str]:
-        found = []
-        for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
-            try:
-                cmdline = " ".join(proc.info["cmdline"] or [])
-                environ = proc.info["environ"] or {}
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            if proc.pid != stack.process.pid and (
-                str(stack.var) in cmdline or environ.get("PACELINE_VAR_DIR") == str(stack.var)
-            ):
-                found.append(f"{proc.pid} {cmdline[:120]}")
-        return found
-
-    def in_sessions(sessions: set[int]) -> list[str]:
-        found = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if os.getsid(proc.pid) in sessions:
-                    found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
-            except (ProcessLookupError, PermissionError, OSError):
-                continue
-        return found
-
-    before = ours()
-    assert before, "the stack's processes should be visible before Ctrl+C"
-    # Task processes may hide their environment; the sessions the stack's processes run in catch them.
-    sessions = {os.getsid(int(line.split()[0])) for line in before} - {os.getsid(0)}
-    stack.process.send_signal(signal.SIGINT)
-    assert stack.process.wait(timeout=120) == 0
-    deadline = time.monotonic() + 30
-    while (ours() or in_sessions(sessions)) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not ours()
-    assert not in_sessions(sessions)
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{stack.api}/api/v2/monitor/health", timeout=5)
