@@ -6,6 +6,12 @@ real providers have: latency, random 5xx answers, per-credential quotas (with a 
 so that an "hour" can be a minute in tests), accounting of calls and throttles, and a
 ``/_control`` API that tests and benchmarks use to read that accounting, change the knobs
 and mutate the data.
+
+Quirks that tests rely on are driven by counts, not by wall-clock windows, so that a test gives
+the same answer on a machine busy with other work: ``throttle_next`` throttles the next N calls,
+``truncate_next`` cuts the body of the next N answers, Haku's ``token_uses`` expires a token
+after N calls. Quotas and token lifetimes read :attr:`StandIn.clock`, which a test may replace
+with a clock it advances itself.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ class Knobs:
     max_per_page: int | None = None  # server-specific silent page cap (Haku)
     soft_throttle_rate: float = 0.0  # share of throttled list calls answered 200 with an empty page (Racing API quirk)
     seed: int = 7
+    # count-driven quirks (each counts down as calls consume it; see the module docstring)
+    throttle_next: int = 0  # throttle the next N metered calls, whatever the quota says
+    truncate_next: int = 0  # cut the body of the next N answers after truncate_at_bytes, then drop the connection
+    truncate_at_bytes: int = 8
+    token_uses: int | None = None  # Haku: a token issued from now on answers N calls, then is expired (401)
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -76,6 +87,7 @@ class Response:
     status: int = 200
     body: Any = None  # JSON-serialisable, or bytes/str sent as is
     headers: dict[str, str] = field(default_factory=dict)
+    truncate_at: int | None = None  # send only this many body bytes (Content-Length stays whole), then close
 
 
 Handler = Callable[[Request], Response]
@@ -92,9 +104,9 @@ class SlidingWindow:
         self._calls: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def admit(self, key: str, rates: list[tuple[float, float]]) -> bool:
-        """Record a call for key if every (limit, window_seconds) rate allows it."""
-        now = time.monotonic()
+    def admit(self, key: str, rates: list[tuple[float, float]], now: float | None = None) -> bool:
+        """Record a call for key at `now` (default: time.monotonic()) if every (limit, window_seconds) rate allows it."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             log = self._calls[key]
             longest = max((window for _, window in rates), default=0.0)
@@ -126,6 +138,9 @@ class StandIn:
         self.calls: dict[tuple[str, str], int] = defaultdict(int)
         self.throttles: dict[str, int] = defaultdict(int)
         self.errors_injected = 0
+        self.truncated = 0
+        # the clock of quotas and token lifetimes; a test may set a fake one it advances itself
+        self.clock: Callable[[], float] = time.monotonic
         self._routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
         self.route("GET", "/_control/stats", self._control_stats, "control")
         self.route("POST", "/_control/knobs", self._control_knobs, "control")
@@ -146,8 +161,22 @@ class StandIn:
                 request.path_params = match.groupdict()
                 if endpoint == "control":
                     return handler(request)
-                return self._serve(request, handler, endpoint)
+                response = self._serve(request, handler, endpoint)
+                if self.take("truncate_next"):
+                    with self.lock:
+                        self.truncated += 1
+                    response.truncate_at = max(0, int(self.knobs.truncate_at_bytes))
+                return response
         return self.not_found(request)
+
+    def take(self, knob: str) -> bool:
+        """Consume one unit of a count knob (throttle_next, truncate_next); False when it is spent."""
+        with self.lock:
+            left = int(getattr(self.knobs, knob) or 0)
+            if left <= 0:
+                return False
+            setattr(self.knobs, knob, left - 1)
+            return True
 
     def _serve(self, request: Request, handler: Handler, endpoint: str) -> Response:
         if self.knobs.latency_s:
@@ -170,11 +199,11 @@ class StandIn:
 
     def check_quota(self, credential: str, endpoint: str) -> None:
         mode = self.knobs.throttle_mode
-        if mode == "always":
+        if mode == "always" or self.take("throttle_next"):
             raise Throttled
         if mode == "off":
             return
-        if not self.windows.admit(credential, self.rates_for(endpoint)):
+        if not self.windows.admit(credential, self.rates_for(endpoint), self.clock()):
             raise Throttled
 
     def rates_for(self, endpoint: str) -> list[tuple[float, float]]:
@@ -222,6 +251,7 @@ class StandIn:
                 "total_calls": sum(self.calls.values()),
                 "throttles": dict(self.throttles),
                 "errors_injected": self.errors_injected,
+                "truncated": self.truncated,
                 "knobs": asdict(self.knobs),
             }
 
@@ -230,6 +260,7 @@ class StandIn:
             self.calls.clear()
             self.throttles.clear()
             self.errors_injected = 0
+            self.truncated = 0
         self.windows.reset()
 
     def _control_stats(self, request: Request) -> Response:
@@ -295,6 +326,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if response.truncate_at is not None:  # a connection reset mid-body: the client reads too few bytes
+            self.wfile.write(payload[: response.truncate_at])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.wfile.write(payload)
 
     do_GET = _handle

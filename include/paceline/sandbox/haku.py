@@ -7,7 +7,8 @@ What it reproduces, deliberately:
   "token_type": "Bearer"}``; errors are HTTP 400 ``{"error": "invalid_client" | ...}``;
 - API calls carry the token in ``Authorization``, raw or as ``Bearer <token>``; a missing,
   unknown or expired token gets 401 ``{"message": "Unauthorized"}``; tokens live
-  ``knobs.token_lifetime_s`` real seconds;
+  ``knobs.token_lifetime_s`` seconds of :attr:`clock` and, when ``knobs.token_uses`` is set,
+  answer that many API calls (tests expire tokens by count, not by waiting);
 - API Gateway defaults: unknown route 403 ``{"message": "Missing Authentication Token"}``,
   quota (``knobs.per_hour``, default 500 per client, scaled by ``knobs.time_scale``) 429
   ``{"message": "Limit Exceeded"}``, rate (``knobs.per_second``) 429
@@ -143,7 +144,8 @@ class HakuStandIn(StandIn):
         self.today = self.anchor.date()
         self._integrations = rd.integrations(scale, seed, "haku")
         self._secrets = {i.login: i.password for i in self._integrations}
-        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (client_id, monotonic expiry)
+        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (client_id, expiry on self.clock)
+        self._uses_left: dict[str, int] = {}  # token -> API calls it may still answer (knobs.token_uses)
         self.tokens_issued: dict[str, int] = {}
         self.unauthorized = 0
         self.events: dict[str, HakuEventSpec] = {}
@@ -456,7 +458,7 @@ class HakuStandIn(StandIn):
         if request.path.rstrip("/") == self.token_path:
             client_id, _ = self._basic(request)
             return client_id if client_id in self._secrets else None
-        return self._client(request)
+        return self._client(request, use=False)
 
     def check_quota(self, credential: str, endpoint: str) -> None:
         if endpoint == "token":  # Cognito's token endpoint is not behind the API's usage plan
@@ -464,16 +466,17 @@ class HakuStandIn(StandIn):
         mode = self.knobs.throttle_mode
         if mode == "off":
             return
-        if mode == "always":
+        if mode == "always" or self.take("throttle_next"):
             self._local.reason = "rate"
             raise Throttled
+        now = self.clock()
         if self.knobs.per_second and not self.windows.admit(
-            f"{credential}|rate", [(self.knobs.per_second, 1.0)]
+            f"{credential}|rate", [(self.knobs.per_second, 1.0)], now
         ):
             self._local.reason = "rate"
             raise Throttled
         if self.knobs.per_hour and not self.windows.admit(
-            credential, [(self.knobs.per_hour, 3600.0 * self.knobs.time_scale)]
+            credential, [(self.knobs.per_hour, 3600.0 * self.knobs.time_scale)], now
         ):
             self._local.reason = "quota"
             raise Throttled
@@ -512,7 +515,9 @@ class HakuStandIn(StandIn):
         client_id, _, secret = decoded.partition(":")
         return client_id, secret
 
-    def _client(self, request: Request) -> str | None:
+    def _client(self, request: Request, use: bool = True) -> str | None:
+        """The client a request's token belongs to (None: no valid token); `use` spends one of its
+        knobs.token_uses (the accounting peek in credential_of does not)."""
         raw = (request.header("authorization") or "").strip()
         if not raw:
             return None
@@ -522,9 +527,13 @@ class HakuStandIn(StandIn):
             if entry is None:
                 return None
             client_id, expires = entry
-            if time.monotonic() >= expires:
+            uses_left = self._uses_left.get(value)
+            if self.clock() >= expires or uses_left == 0:
                 del self._tokens[value]
+                self._uses_left.pop(value, None)
                 return None
+            if use and uses_left is not None:
+                self._uses_left[value] = uses_left - 1
             return client_id
 
     def _unauthorized(self) -> Response:
@@ -565,9 +574,12 @@ class HakuStandIn(StandIn):
         )
         with self.lock:
             if len(self._tokens) > 1000:  # long benchmark runs: forget tokens that can no longer be used
-                now_mono = time.monotonic()
+                now_mono = self.clock()
                 self._tokens = {t: e for t, e in self._tokens.items() if e[1] > now_mono}
-            self._tokens[access_token] = (client_id, time.monotonic() + lifetime)
+                self._uses_left = {t: n for t, n in self._uses_left.items() if t in self._tokens}
+            self._tokens[access_token] = (client_id, self.clock() + lifetime)
+            if self.knobs.token_uses is not None:
+                self._uses_left[access_token] = max(0, int(self.knobs.token_uses))
             self.tokens_issued[client_id] = self.tokens_issued.get(client_id, 0) + 1
         return Response(
             200, {"access_token": access_token, "expires_in": int(lifetime), "token_type": "Bearer"}
@@ -810,6 +822,7 @@ class HakuStandIn(StandIn):
         doomed = [t for t, (c, _) in self._tokens.items() if client is None or c == client]
         for t in doomed:
             del self._tokens[t]
+            self._uses_left.pop(t, None)
         return {"action": "expire_tokens", "count": len(doomed)}
 
     def _mutate_reset(self, payload: dict[str, Any]) -> dict[str, Any]:
