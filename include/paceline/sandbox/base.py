@@ -124,6 +124,20 @@ class SlidingWindow:
             self._calls.clear()
 
 
+class ManualClock:
+    """A clock that moves only when told: set as StandIn.clock, quotas and token lifetimes
+    follow advance() instead of the wall clock (tests of windows on a busy machine)."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class StandIn:
     """Base class of a provider stand-in: routing, knobs, quotas, accounting, control API."""
 
