@@ -1,6 +1,6 @@
 """NBA player_game_summary on BigQuery: one game day per run, SQL in ``sql/``.
 
-The names here are the contract's (``CONTRACT.md``): datasets, tables, DAG id and the Asset that
+The names here are the contract's (docs/contract.md): datasets, tables, DAG id and the Asset that
 downstream consumers schedule on.
 """
 

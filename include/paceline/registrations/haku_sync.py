@@ -1,6 +1,6 @@
 """Haku registrations: plan the due events, then sync each event in one transaction.
 
-How an event is synced (provider-apis.md 2.4-2.5):
+How an event is synced (docs/providers.md, Haku):
 
 * participant summaries are listed newest change first (``sort_column=updated_at``,
   ``sort_direction=desc``) page after page until an EMPTY page, because the server caps
@@ -90,7 +90,7 @@ def scope_of(event_id: str) -> str:
 
 @dataclass(frozen=True)
 class SyncParams:
-    """The DAG params (CONTRACT.md), with their defaults."""
+    """The DAG params (docs/contract.md), with their defaults."""
 
     force_full_sync: bool = False
     incremental_days: int = 7

@@ -250,7 +250,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def ensure_schema(client: Any) -> None:
-    """Create the datasets and tables of CONTRACT.md when missing. Idempotent; never drops."""
+    """Create the datasets and tables of docs/contract.md when missing. Idempotent; never drops."""
     from google.cloud import bigquery
 
     for name in DATASETS:
@@ -277,7 +277,7 @@ DNP_COMMENTS = ("DNP - Coach's Decision", "DNP - Coach's Decision", "DNP - Injur
 TWO_ZONES = (("Restricted Area", 0.35), ("In The Paint (Non-RA)", 0.20), ("Mid-Range", 0.45))
 THREE_ZONES = (("Above the Break 3", 0.76), ("Left Corner 3", 0.115), ("Right Corner 3", 0.115),
                ("Backcourt", 0.01))
-# Points on or next to the zone boundaries of provider-apis.md 4.4 (x, y in 0.1 ft, hoop at 0,0).
+# Points on or next to the zone boundaries of docs/providers.md, NBA data (x, y in 0.1 ft, hoop at 0,0).
 BOUNDARY_POINTS: dict[str, tuple[tuple[int, int], ...]] = {
     "Restricted Area": ((0, 40), (40, 0), (-28, 28), (0, -40)),
     "In The Paint (Non-RA)": ((80, 142), (-80, 142), (80, -47), (0, 142), (-80, 60)),

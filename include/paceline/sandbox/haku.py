@@ -1,4 +1,4 @@
-"""Local stand-in for the Haku partner API and its Cognito token endpoint (provider-apis.md section 2).
+"""Local stand-in for the Haku partner API and its Cognito token endpoint (docs/providers.md, Haku).
 
 What it reproduces, deliberately:
 

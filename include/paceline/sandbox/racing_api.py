@@ -9,8 +9,8 @@ Endpoints (HTTP Basic auth on all of them), answered as the spec's schemas say:
   &max_distance_y=&age_band=&sex_restriction=&limit=&skip=``: ``ResultsStandardPage``;
 - ``GET /v1/results/{race_id}``: ``ResultStandard``, 404 when unknown.
 
-Behaviour choices where the provider documents nothing (each marked [INFERRED] in
-``provider-apis.md``):
+Behaviour choices where the provider documents nothing (see
+docs/providers.md):
 
 - Racecards for a date before 2023-01-23 or more than 7 days ahead answer 200 with an empty
   page (``total`` 0): the docs describe data availability, not an error. A malformed date is a 422.

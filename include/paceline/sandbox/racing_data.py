@@ -7,7 +7,7 @@ generator reads, so they survive regeneration too.
 
 Shapes follow the provider's OpenAPI 1.4.3 (``RacecardOddsPro`` / ``RunnerOddsPro`` on
 racecards, ``ResultStandard`` / ``RunnerStandard`` on results) and the quirks seen in real
-payloads (see ``provider-apis.md`` section 3):
+payloads (see docs/providers.md, The Racing API):
 
 - every scalar is a string (``field_size``, ``distance_f``, ``prize`` ...);
 - ids carry prefixes (``rac_``, ``crs_``, ``hrs_``, ``jky_``, ``trn_``, ``own_``, ``sir_``,

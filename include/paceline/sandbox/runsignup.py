@@ -1,4 +1,4 @@
-"""Local stand-in for the RunSignUp REST API (provider-apis.md section 1).
+"""Local stand-in for the RunSignUp REST API (docs/providers.md, RunSignUp).
 
 What it reproduces, deliberately:
 

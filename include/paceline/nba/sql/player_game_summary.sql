@@ -6,7 +6,7 @@
 -- inserted, or deleted when they left the box score; other days are untouched. Re-running a day
 -- leaves identical rows; a day without games writes nothing.
 --
--- Minutes rule (provider-apis.md 4.3/4.4), after trimming blanks:
+-- Minutes rule (docs/providers.md, NBA data), after trimming blanks:
 --   'MM:SS' or 'M:SS' (seconds 00-59)          -> MM + SS/60
 --   'PT<m>M<s>S' with optional fraction/seconds -> m + s/60 ('PT25M01.00S' -> 25.0167)
 --   '' or NULL                                  -> NULL (did not play)
@@ -14,7 +14,7 @@
 --     naming the day, the count and up to 10 offending rows. Never a silent NULL.
 -- Duplicate box-score keys of the day are a data error too (they would double a player).
 --
--- Shot zone per field-goal attempt (is_field_goal = 1), provider-apis.md 4.4:
+-- Shot zone per field-goal attempt (is_field_goal = 1), docs/providers.md, NBA data:
 --   shot_zone_basic when usable: Restricted Area / In The Paint (Non-RA) -> paint,
 --   Mid-Range -> midrange, Left Corner 3 / Right Corner 3 / Above the Break 3 -> three,
 --   Backcourt -> three when shot_value = 3.

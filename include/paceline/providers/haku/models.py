@@ -1,4 +1,4 @@
-"""Haku payloads, parsed defensively (provider-apis.md 2.3 and 2.7).
+"""Haku payloads, parsed defensively (docs/providers.md, Haku).
 
 Haku publishes no schema, so every field is read with care: a record whose identity or change
 stamp cannot be read raises :class:`ParseError` (the caller keeps it in the rejected-records

@@ -18,7 +18,7 @@ from paceline.http.session import ApiSession, RetryPolicy, Verdict
 from paceline.providers.base import ApiHook
 
 DEFAULT_BASE_URL = "https://runsignup.com/Rest"
-DEFAULT_CALLS_PER_HOUR = 1000  # a client choice seen in the wild (provider-apis.md 1.9), overridable per integration
+DEFAULT_CALLS_PER_HOUR = 1000  # a client choice seen in the wild (docs/providers.md, RunSignUp), overridable per integration
 THROTTLED = 14  # "Request throttled."
 
 def quota_rates(calls_per_hour: int | None = None, calls_per_second: float | None = None) -> tuple[RateSpec, ...]:

@@ -1,6 +1,6 @@
 """RunSignUp records as the API gives them, turned into warehouse rows, defensively.
 
-The API mixes formats (provider-apis.md 1.3, 1.6, 1.7): ``registration_date`` is "9/7/2021 15:15"
+The API mixes formats (docs/providers.md, RunSignUp): ``registration_date`` is "9/7/2021 15:15"
 on participants but "2021-09-07 15:20:36" on removed participants; ``last_modified`` is unix
 seconds on participants, a date string on removed ones (whose unix form is ``last_modified_ts``);
 ``bib_num`` is an int, a string or null. Anything that cannot be made sense of raises

@@ -1,4 +1,4 @@
--- Raw box scores, one row per (game_id, person_id) as the provider sent it (CONTRACT.md).
+-- Raw box scores, one row per (game_id, person_id) as the provider sent it (docs/contract.md).
 -- require_partition_filter: every reader must name its days, so a day's job cannot scan history
 -- by accident (the BigQuery emulator accepts the option but does not enforce it).
 CREATE TABLE IF NOT EXISTS nba_raw.box_player (

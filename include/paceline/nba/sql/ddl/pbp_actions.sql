@@ -1,4 +1,4 @@
--- Raw play-by-play actions (CONTRACT.md). See box_player.sql for require_partition_filter.
+-- Raw play-by-play actions (docs/contract.md). See box_player.sql for require_partition_filter.
 CREATE TABLE IF NOT EXISTS nba_raw.pbp_actions (
   game_date DATE,
   game_id STRING,

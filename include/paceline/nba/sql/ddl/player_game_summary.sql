@@ -1,4 +1,4 @@
--- One row per (game_date, game_id, player_id) present in the box score (CONTRACT.md).
+-- One row per (game_date, game_id, player_id) present in the box score (docs/contract.md).
 -- Written one day (= one partition) at a time by the statement in ../player_game_summary.sql.
 CREATE TABLE IF NOT EXISTS nba_analytics.player_game_summary (
   game_date DATE NOT NULL,
