@@ -170,3 +170,33 @@ def test_query_credentials_never_reach_errors_or_logs(server, caplog) -> None:
     assert standin.seen[0]["query"]["api_secret"] == ["SECRET-456"]
     for text in (str(info.value), caplog.text):
         assert "SECRET-456" not in text and "KEY-123" not in text
+
+
+def test_a_body_cut_mid_way_is_retried_like_a_connection_error(server) -> None:
+    """The server sends the headers and 5 bytes of a longer body, then drops the connection."""
+    standin, url = server
+    standin.knobs.update({"truncate_next": 2, "truncate_at_bytes": 5})
+    waits: list[float] = []
+    session = _session(url, waits)
+    assert session.get_json("/thing") == {"ok": True, "total": 1}
+    assert standin.truncated == 2 and len(standin.seen) == 3
+    assert waits == [2.0, 4.0] and session.stats.retries == 2 and session.stats.calls == 3
+
+
+def test_a_streamed_body_cut_mid_way_is_retried_before_json_reads_it(server) -> None:
+    standin, url = server
+    standin.knobs.update({"truncate_next": 1, "truncate_at_bytes": 3})
+    waits: list[float] = []
+    response = _session(url, waits).request("GET", "/thing", stream=True)
+    assert response.json() == {"ok": True, "total": 1}
+    assert standin.truncated == 1 and waits == [2.0]
+
+
+def test_bodies_cut_beyond_the_attempts_raise_transient_error(server) -> None:
+    standin, url = server
+    standin.knobs.update({"truncate_next": 3, "truncate_at_bytes": 0})
+    waits: list[float] = []
+    session = ApiSession(url, retry=RetryPolicy(attempts=2, jitter=0.0), sleep=waits.append)
+    with pytest.raises(TransientApiError, match="ChunkedEncodingError after 3 attempts"):
+        session.get_json("/thing")
+    assert waits == [2.0, 4.0] and standin.truncated == 3

@@ -3,7 +3,7 @@
 Every provider client sends its calls through :class:`ApiSession`:
 
 * each call first takes a slot from the shared limiter (per credential, every worker);
-* connection errors and 5xx are retried with exponential backoff and jitter (2, 4, 8, 16, 32 s);
+* connection errors (a reset in the middle of a body included) and 5xx are retried with exponential backoff and jitter (2, 4, 8, 16, 32 s);
 * throttling in every form the providers use (429 with or without ``Retry-After``, or a
   provider-specific answer such as RunSignUp's error 14 in an HTTP 200 or The Racing API's empty
   200) is answered by waiting and trying again, without spending a retry;
@@ -13,6 +13,7 @@ Every provider client sends its calls through :class:`ApiSession`:
 
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import re
@@ -23,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+import urllib3
 
 from paceline.http.limiter import QuotaSpent, RateSpec, SharedRateLimiter, reschedule_after_s, short_window_s
 
@@ -54,6 +56,16 @@ class RedactQuerySecrets(logging.Filter):
 logging.getLogger("urllib3.connectionpool").addFilter(RedactQuerySecrets())
 
 DEFAULT_USER_AGENT = "paceline/0.1 (+https://github.com/paceline)"
+
+# a connection reset in the middle of a body: requests wraps it while reading the content, but a
+# streamed body read later (or another urllib3 path) can surface the raw urllib3/http.client error
+RETRIED_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    http.client.IncompleteRead,
+)
 
 
 class ApiError(Exception):
@@ -239,7 +251,8 @@ class ApiSession:
             self.stats.calls += 1
             try:
                 response = self.session.request(method, url, params=merged, timeout=self.timeout, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                response.content  # noqa: B018 - read the whole body here, where a cut is retried
+            except RETRIED_ERRORS as exc:
                 failures += 1
                 if failures > self.retry.attempts:
                     raise TransientApiError(f"{method} {url}: {exc.__class__.__name__} after {failures} attempts", url=url) from exc
