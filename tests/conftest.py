@@ -32,7 +32,8 @@ WAREHOUSE_TABLES_TO_CLEAN = "paceline.watermarks, paceline.sync_audit, paceline.
 def pg_server() -> Iterator[object]:
     from paceline.db.embedded import EmbeddedPostgres, free_port
 
-    server = EmbeddedPostgres(_TEST_HOME / "pg", free_port()).start()
+    # Password authentication, as `make run` has it: the suite exercises the same login path.
+    server = EmbeddedPostgres(_TEST_HOME / "pg", free_port(), _TEST_HOME / "pg.password").start()
     yield server
     from paceline.http.limiter import SharedRateLimiter
 
@@ -48,7 +49,8 @@ def warehouse_dsn(pg_server) -> str:
     dsn = pg_server.ensure_database("paceline_test")
     upgrade(dsn)
     os.environ["AIRFLOW_CONN_PACELINE_WAREHOUSE"] = json.dumps(
-        {"conn_type": "postgres", "host": "127.0.0.1", "port": pg_server.port, "login": "postgres", "schema": "paceline_test"}
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": pg_server.port, "login": "postgres",
+         "password": pg_server.password, "schema": "paceline_test"}
     )
     return dsn
 

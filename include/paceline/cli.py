@@ -38,7 +38,7 @@ def _sandbox(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from paceline.local_stack import run
 
-    return run(scale=args.scale, port=args.port)
+    return run(scale=args.scale, port=args.port, host=args.host)
 
 
 def _nba_check(args: argparse.Namespace) -> int:
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start everything locally: PostgreSQL, stand-ins, Airflow (make run)")
     run.add_argument("--scale", choices=["small", "seed"], default="small")
     run.add_argument("--port", type=int, default=8080, help="Airflow UI/API port")
+    run.add_argument(
+        "--host", default=None, help="address the api-server binds (default 127.0.0.1, or PACELINE_API_HOST; 0.0.0.0 opens it)"
+    )
     run.set_defaults(func=_run)
 
     nba = sub.add_parser("nba", help="NBA player_game_summary")

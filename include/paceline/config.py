@@ -21,7 +21,8 @@ def project_root() -> Path:
 def var_dir() -> Path:
     """Git-ignored folder for local state: the embedded PostgreSQL, Airflow home, sandbox state."""
     path = Path(os.environ.get("PACELINE_VAR_DIR", project_root() / "var"))
-    path.mkdir(parents=True, exist_ok=True)
+    # Private from the start: it holds the database, its passwords and Airflow's secrets.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 

@@ -23,30 +23,56 @@ import urllib.request
 from pathlib import Path
 
 from paceline.config import pools_file, project_root, var_dir
-from paceline.db.embedded import EmbeddedPostgres
+from paceline.db.embedded import SUPERUSER, EmbeddedPostgres, persisted_secret, write_secret
 
 AIRFLOW_DB = "airflow"
 WAREHOUSE_DB = "paceline"
+# The warehouse's own login: owns the `paceline` database, is no superuser, cannot connect to `airflow`.
+WAREHOUSE_ROLE = "paceline"
+# Secrets in var/ (mode 700), each file created at mode 600.
+SUPERUSER_PASSWORD_FILE = "postgres-superuser.password"
+WAREHOUSE_PASSWORD_FILE = "paceline-warehouse.password"
+LOOPBACK = "127.0.0.1"
 ADMIN_USER = "admin"
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
-def _persisted_secret(path: Path) -> str:
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+def private_dir(path: Path) -> Path:
+    """Create `path` (or tighten an older one) so that only its owner can enter it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def embedded_postgres(pg_port: int) -> EmbeddedPostgres:
+    """The local stack's server: data in var/postgres, superuser password in var/ (mode 600)."""
+    var = var_dir()
+    return EmbeddedPostgres(var / "postgres", pg_port, var / SUPERUSER_PASSWORD_FILE)
+
+
+def warehouse_password() -> str:
+    return persisted_secret(var_dir() / WAREHOUSE_PASSWORD_FILE)
+
+
+def api_host() -> str:
+    """Where the api-server listens: loopback unless PACELINE_API_HOST (or `run --host`) says otherwise."""
+    return os.environ.get("PACELINE_API_HOST") or LOOPBACK
+
+
+def _reachable(host: str) -> str:
+    """The address local clients use for an api-server bound to `host`."""
+    return LOOPBACK if host in ("0.0.0.0", "::", "", "localhost") else host  # noqa: S104 - compared, not bound
 
 
 def airflow_env(pg_port: int, api_port: int) -> dict[str, str]:
     """The environment every Airflow process of the local stack shares."""
-    home = var_dir() / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(var_dir() / "airflow")
     root = project_root()
     passwords = home / "simple_auth_manager_passwords.json"
     if not passwords.exists():
-        passwords.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
-        passwords.chmod(0o600)
+        write_secret(passwords, json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+    pg = embedded_postgres(pg_port)
+    host = api_host()
     env = dict(os.environ)
     env.update(
         {
@@ -55,17 +81,19 @@ def airflow_env(pg_port: int, api_port: int) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:{pg_port}/{AIRFLOW_DB}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.uri(AIRFLOW_DB).replace("postgresql://", "postgresql+psycopg2://", 1),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{_reachable(host)}:{api_port}/execution/",
+            "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API_AUTH__JWT_SECRET": _persisted_secret(home / "jwt_secret"),
-            "AIRFLOW__API__SECRET_KEY": _persisted_secret(home / "api_secret_key"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": persisted_secret(home / "jwt_secret"),
+            "AIRFLOW__API__SECRET_KEY": persisted_secret(home / "api_secret_key"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW_CONN_PACELINE_WAREHOUSE": json.dumps(
-                {"conn_type": "postgres", "host": "127.0.0.1", "port": pg_port, "login": "postgres", "schema": WAREHOUSE_DB}
+                {"conn_type": "postgres", "host": LOOPBACK, "port": pg_port, "login": WAREHOUSE_ROLE,
+                 "password": warehouse_password(), "schema": WAREHOUSE_DB}
             ),
         }
     )
@@ -114,8 +142,27 @@ def _signal_sessions(sessions: set[int], signum: int) -> None:
                 os.kill(pid, signum)
 
 
-def run(scale: str = "small", port: int = 8080) -> int:
-    var = var_dir()
+def prepare_databases(pg: EmbeddedPostgres) -> str:
+    """The two databases and the warehouse's least-privileged role; return the warehouse URI (as that role).
+
+    Idempotent, and it brings a var/ of an older Paceline (everything owned by the superuser) in line.
+    """
+    password = warehouse_password()
+    pg.ensure_role(WAREHOUSE_ROLE, password)
+    pg.ensure_database(AIRFLOW_DB)
+    pg.ensure_database(WAREHOUSE_DB, owner=WAREHOUSE_ROLE)
+    pg.hand_over_database(WAREHOUSE_DB, WAREHOUSE_ROLE)
+    # Airflow's metadata (and the maintenance database) are the superuser's alone.
+    pg.restrict_connect(AIRFLOW_DB)
+    pg.restrict_connect(SUPERUSER)
+    pg.restrict_connect(WAREHOUSE_DB, WAREHOUSE_ROLE)
+    return pg.uri(WAREHOUSE_DB, WAREHOUSE_ROLE, password)
+
+
+def run(scale: str = "small", port: int = 8080, host: str | None = None) -> int:
+    if host:
+        os.environ["PACELINE_API_HOST"] = host
+    var = private_dir(var_dir())
     lock_handle = open(var / "run.lock", "w")  # noqa: SIM115 - held for the life of the process
     try:
         fcntl.flock(lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -126,7 +173,7 @@ def run(scale: str = "small", port: int = 8080) -> int:
     lock_handle.flush()
 
     pg_port = int(os.environ.get("PACELINE_PG_PORT", "54329"))
-    pg = EmbeddedPostgres(var / "postgres", pg_port)
+    pg = embedded_postgres(pg_port)
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -139,8 +186,7 @@ def run(scale: str = "small", port: int = 8080) -> int:
     try:
         print(f"starting PostgreSQL on 127.0.0.1:{pg_port} (data in {pg.datadir})", flush=True)
         pg.start(reuse_running=True)
-        pg.ensure_database(AIRFLOW_DB)
-        warehouse_uri = pg.ensure_database(WAREHOUSE_DB)
+        warehouse_uri = prepare_databases(pg)
         env = airflow_env(pg_port, port)
         os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "PACELINE"))})
 
@@ -164,7 +210,7 @@ def run(scale: str = "small", port: int = 8080) -> int:
         logs = var / "logs"
         logs.mkdir(exist_ok=True)
         for name in AIRFLOW_PROCESSES:
-            args = [name, "--port", str(port)] if name == "api-server" else [name]
+            args = [name, "--host", env["AIRFLOW__API__HOST"], "--port", str(port)] if name == "api-server" else [name]
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
             airflow = str(Path(sys.executable).with_name("airflow"))
             # Own process group: stopping it also stops what it spawned (serve-logs, task runners).
@@ -172,7 +218,8 @@ def run(scale: str = "small", port: int = 8080) -> int:
                 [airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
             processes.append((name, process))
-        health = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+        ui = f"http://{_reachable(env['AIRFLOW__API__HOST'])}:{port}"
+        health = f"{ui}/api/v2/monitor/health"
         if not _wait_healthy(health, 180):
             print(f"Airflow did not become healthy; see {logs}", file=sys.stderr)
             return 1
@@ -185,9 +232,10 @@ def run(scale: str = "small", port: int = 8080) -> int:
         password = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())[ADMIN_USER]
         print(
             "\nPaceline is up.\n"
-            f"  Airflow UI:   http://127.0.0.1:{port}  (login {ADMIN_USER} / {password})\n"
+            f"  Airflow UI:   {ui}  (login {ADMIN_USER} / {password})\n"
             f"  health:       {health}\n"
-            f"  warehouse:    {warehouse_uri}\n"
+            f"  warehouse:    postgresql://{WAREHOUSE_ROLE}@{LOOPBACK}:{pg_port}/{WAREHOUSE_DB}"
+            f"  (password in {var / WAREHOUSE_PASSWORD_FILE})\n"
             f"  logs:         {logs}\n"
             "Ctrl+C stops everything; `make run` again resumes with the data kept.",
             flush=True,
