@@ -361,3 +361,29 @@ def test_background_calls_keep_a_pace_and_cannot_spend_the_quota_in_one_burst(wa
         limiter.acquire(key, rates)  # the rest of the quota is there for scheduled calls at once
     assert time.monotonic() - started < 0.8
     assert limiter.wait_s(key, rates) > 4.0
+
+
+def test_a_long_wait_is_logged_once_with_the_calls_used_and_the_next_slot(
+    warehouse_dsn: str, monkeypatch, caplog
+) -> None:
+    import logging
+    import re
+
+    limiter = SharedRateLimiter(warehouse_dsn)
+    key = f"test:long-wait:SECRET-{time.time()}"
+    caplog.set_level(logging.INFO, logger="paceline.http.limiter")
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "3600")  # log waits beyond 5 s: a 0.5 s window never does
+    for _ in range(2):
+        limiter.acquire(f"{key}:short", (RateSpec(1, 0.5),))
+    assert not [r for r in caplog.records if "waits" in r.getMessage()]
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "36")  # log waits beyond 0.05 s
+    for _ in range(4):
+        limiter.acquire(key, (RateSpec(3, 3.0),))  # the 4th waits about 3 s
+    lines = [r for r in caplog.records if "waits" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO, [r.getMessage() for r in lines]
+    message = lines[0].getMessage()
+    assert bucket_table(key) in message and "SECRET" not in message
+    assert re.search(
+        r"scheduled call waits \d+\.\ds; calls used in the window: 3/3 in [\d.]+s; next slot frees at \d\d:\d\d:\d\d UTC",
+        message,
+    ), message

@@ -31,6 +31,7 @@ the first while holding a pool slot.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -49,6 +50,8 @@ from psycopg_pool import ConnectionPool
 from pyrate_limiter import Duration, Limiter, Rate, RateItem
 from pyrate_limiter.abstracts.algorithm import ADMITTED, Decision
 from pyrate_limiter.buckets.postgres import PostgresBucket
+
+log = logging.getLogger(__name__)
 
 SHORT_WINDOW_MARGIN = 0.05  # widen windows of 10 s or less by 5% against jitter
 
@@ -117,6 +120,14 @@ RESCHEDULE_AFTER_S = 60.0  # a task that would wait longer than this (in a real 
 def reschedule_after_s() -> float:
     """The wait beyond which a task reschedules rather than holds its slot; scaled with the quota hour."""
     return RESCHEDULE_AFTER_S * hour_seconds() / 3600.0
+
+
+LONG_WAIT_LOG_S = 5.0  # a wait longer than this (in a real hour) is logged: key, calls used, next slot
+
+
+def long_wait_log_s() -> float:
+    """The wait beyond which acquire() logs at INFO; scaled with the quota hour."""
+    return LONG_WAIT_LOG_S * hour_seconds() / 3600.0
 
 
 LANE_RECHECK_S = 300.0  # a task waiting for a credential's lane looks again this often (in a real hour)
@@ -209,6 +220,9 @@ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
         FROM {table} ORDER BY item_timestamp DESC OFFSET %s LIMIT 1)
 """
 LOCK_CONTENTION_RETRY_MS = 20
+CALLS_IN_WINDOW = """
+SELECT count(*) FROM {table} WHERE item_timestamp > clock_timestamp() - (%s * INTERVAL '1 millisecond')
+"""
 
 
 class LockedClockPostgresBucket(PostgresBucket):
@@ -225,6 +239,12 @@ class LockedClockPostgresBucket(PostgresBucket):
         super().__init__(pool, table, rates)
         self._q_lock_wait = sql.SQL(LOCK_BUCKET_TABLE).format(table=sql.Identifier(self._full_tbl))
         self._q_nth_newest = sql.SQL(NTH_NEWEST_CALL_MS).format(table=sql.Identifier(self._full_tbl))
+        self._q_in_window = sql.SQL(CALLS_IN_WINDOW).format(table=sql.Identifier(self._full_tbl))
+
+    def usage(self) -> list[tuple[Rate, int]]:
+        """Each rate with the calls its window holds now (for the long-wait log line)."""
+        with self._get_conn() as conn:
+            return [(rate, int(conn.execute(self._q_in_window, (rate.interval,)).fetchone()[0])) for rate in self.rates]
 
     def wait_ms(self, calls: int = 1) -> int:
         """Milliseconds until `calls` more calls fit every rate (0: now), without taking a slot."""
@@ -392,13 +412,31 @@ class SharedRateLimiter:
         if not (background and self.has_waiter(key)) and limiter.try_acquire(bucket_table(key), blocking=False):
             return paced
         started = time.monotonic() - paced
+        wait = self.wait_s(key, rates)
+        if wait > long_wait_log_s():
+            self._log_long_wait(key, rates, wait, background=background)
         if background:
             with self.waiting_room(key, max_wait_s, background=True):
                 return self._wait_behind_scheduled(limiter, key, rates, max_wait_s, started)
-        if self.wait_s(key, rates) <= short_window_s(rates):  # a per-second cap: queue on the bucket directly
+        if wait <= short_window_s(rates):  # a per-second cap: queue on the bucket directly
             return self._wait_for_slot(limiter, key, max_wait_s, started)
         with self.waiting_room(key, max_wait_s):
             return self._wait_for_slot(limiter, key, max_wait_s, started)
+
+    def _log_long_wait(self, key: str, rates: tuple[RateSpec, ...], wait: float, *, background: bool) -> None:
+        # once per wait, before it starts: an operator sees why a task sits still, and until when
+        used = ", ".join(
+            f"{count}/{rate.limit} in {rate.interval / 1000:g}s" for rate, count in self._buckets[(key, rates)].usage()
+        )
+        frees = (datetime.now(UTC) + timedelta(seconds=wait)).strftime("%H:%M:%S UTC")
+        log.info(
+            "rate limit %s: %s call waits %.1fs; calls used in the window: %s; next slot frees at %s",
+            bucket_table(key),  # hashed: keys contain credentials
+            "background" if background else "scheduled",
+            wait,
+            used,
+            frees,
+        )
 
     def _wait_behind_scheduled(
         self, limiter: Limiter, key: str, rates: tuple[RateSpec, ...], max_wait_s: float | None, started: float
