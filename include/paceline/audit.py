@@ -20,9 +20,14 @@ VALUES (%(provider)s, %(integration_id)s, %(timing_partner_id)s, %(unit)s, %(syn
     %(actual_size)s, %(error)s, %(dag_id)s, %(run_id)s, %(task_id)s, %(map_index)s, %(try_number)s,
     %(started_at)s, now())
 """
+# Once per record: the same body rejected for the same reason again is counted, not stored again
+# (the unique index of migration 0005).
 INSERT_REJECTED = """
 INSERT INTO paceline.rejected_records (provider, integration_id, unit, record_key, reason, raw, dag_id, run_id)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (provider, coalesce(integration_id, ''), coalesce(unit, ''), coalesce(record_key, ''), reason, md5(raw))
+DO UPDATE SET times_seen = paceline.rejected_records.times_seen + 1, last_seen_at = now(),
+              dag_id = EXCLUDED.dag_id, run_id = EXCLUDED.run_id
 """
 
 
@@ -69,7 +74,8 @@ def reject(
     unit: str | None = None,
     record_key: str | None = None,
 ) -> None:
-    """Keep a record that could not be parsed, with the reason, for a person to inspect."""
+    """Keep a record that could not be parsed, with the reason, for a person to inspect; a record
+    rejected again (same body, same reason) is counted in times_seen rather than stored twice."""
     body = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
     ids = airflow_context_ids()
     conn.execute(INSERT_REJECTED, (provider, integration_id, unit, record_key, reason, body, ids["dag_id"], ids["run_id"]))

@@ -20,6 +20,7 @@ import requests
 
 from paceline.http.session import PermanentApiError, RetryPolicy, TransientApiError
 from paceline.providers.runsignup.client import RunSignUpClient
+from paceline.registrations import engine
 from paceline.registrations import runsignup_sync as rsu
 from paceline.sandbox import base as sandbox_base
 from paceline.sandbox import runsignup as rsu_standin
@@ -332,17 +333,24 @@ def test_timing_partner_id_narrows_and_a_bad_one_writes_nothing(sandbox: Sandbox
     assert sandbox.scalar("SELECT count(DISTINCT timing_partner_id) FROM registrations.runsignup_events") == 1
 
 
-def test_connection_missing_a_field_fails_planning_and_writes_nothing(sandbox: Sandbox, monkeypatch) -> None:
+def test_a_misconfigured_integration_fails_the_run_while_the_others_sync(sandbox: Sandbox, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "runsignup_sync")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__misconfigured")
     i = sandbox.by_tp(2)
     monkeypatch.setenv(f"AIRFLOW_CONN_{i['conn_id'].upper()}",
                        json.dumps({"conn_type": "http", "host": f"{sandbox.server.url}/Rest", "login": i["login"]}))
-    with pytest.raises(ValueError, match=rf"connection '{i['conn_id']}' .*lacks password \(API secret\)"):
-        rsu.plan({}, retry=FAST)
+    summaries = sandbox.run()
+    assert summaries and {s["timing_partner_id"] for s in summaries} == {1}  # tp1 still synced
+    assert sandbox.scalar("SELECT count(*) FROM registrations.runsignup_events WHERE timing_partner_id = 2") == 0
+    with pytest.raises(engine.RunFailed, match=rf"{i['integration_id']} plan: connection '{i['conn_id']}' .*lacks password"):
+        rsu.summarize_run("manual__misconfigured")
+    # every integration misconfigured: the plan fails at once, saying what to fix, having called nothing
     monkeypatch.delenv(f"AIRFLOW_CONN_{i['conn_id'].upper()}")
-    with pytest.raises(ValueError, match=rf"connection '{i['conn_id']}' .*is not defined"):
+    one = sandbox.by_tp(1)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{one['conn_id'].upper()}", json.dumps({"conn_type": "http", "login": "x"}))
+    sandbox.control("reset", {})
+    with pytest.raises(engine.ConfigError, match=rf"connection '{i['conn_id']}' .*is not defined"):
         rsu.plan({}, retry=FAST)
-    assert sandbox.scalar("SELECT count(*) FROM registrations.runsignup_events") == 0
-    assert sandbox.scalar("SELECT count(*) FROM paceline.sync_audit") == 0
     assert sandbox.control("stats")["total_calls"] == 0  # checked before any call
 
 
@@ -380,17 +388,27 @@ def test_force_full_sync_and_incremental_days(sandbox: Sandbox) -> None:
     sandbox.run()
     forced = sandbox.run({"force_full_sync": True, "due_only": True})
     assert forced and {s["sync_type"] for s in forced} == {"full"}
-    # age one event's cursor: only that one goes full under incremental_days=7, none under 30
+    # age one event's last FULL sync: incrementals in between do not reset that clock (G2), so
+    # it goes full under incremental_days=7 (and stays incremental under 30)
     with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
-        scope = conn.execute("SELECT scope FROM paceline.watermarks ORDER BY scope LIMIT 1").fetchone()[0]
-        conn.execute("UPDATE paceline.watermarks SET updated_at = now() - interval '10 days' WHERE scope = %s", (scope,))
+        scope = conn.execute("SELECT scope FROM paceline.watermarks WHERE scope LIKE 'event:%' ORDER BY scope LIMIT 1"
+                             ).fetchone()[0]
+        conn.execute("UPDATE paceline.watermarks SET last_full_sync_at = now() - interval '10 days' WHERE scope = %s",
+                     (scope,))
     lenient = sandbox.run({"due_only": False, "incremental_days": 30})
-    assert {s["sync_type"] for s in lenient} == {"incremental"}
+    assert {s["sync_type"] for s in lenient} == {"incremental"}  # and the incremental refreshed updated_at
+    # a registration the provider no longer lists (and never reported removed) is stored as live
+    _, race_id, event_id = scope.split(":")
     with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
-        conn.execute("UPDATE paceline.watermarks SET updated_at = now() - interval '10 days' WHERE scope = %s", (scope,))
+        conn.execute("INSERT INTO registrations.runsignup_participants (timing_partner_id, race_id, event_id, "
+                     "registration_id, last_modified) SELECT timing_partner_id, race_id, event_id, 999999999, 1 "
+                     "FROM registrations.runsignup_events WHERE race_id = %s AND event_id = %s", (race_id, event_id))
     strict = sandbox.run({"due_only": False, "incremental_days": 7})
     full = [s for s in strict if s["sync_type"] == "full"]
     assert [rsu.event_scope(s["race_id"], s["event_id"]) for s in full] == [scope]
+    assert full[0]["removed"] == 1
+    assert sandbox.scalar("SELECT removed_reason FROM registrations.runsignup_participants "
+                          "WHERE registration_id = 999999999") == "not_listed"
 
 
 def test_incremental_falls_back_to_full_on_a_fixable_error(sandbox: Sandbox, monkeypatch) -> None:
@@ -441,6 +459,7 @@ def test_credentials_never_appear_in_logs_or_errors(sandbox: Sandbox, caplog, mo
 
 
 def test_summary_of_a_run_from_the_audit_table(sandbox: Sandbox, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "runsignup_sync")
     monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__bench")
     summaries = sandbox.run({"timing_partner_id": 2})
     totals = rsu.summarize_run("manual__bench")

@@ -73,13 +73,16 @@ def upsert(
     *,
     compare_exclude: Sequence[str] = ("synced_at",),
     batch_size: int = 500,
+    not_older_by: str | None = None,
 ) -> UpsertResult:
     """Insert rows, or update them on conflict of `key`, in batches; unchanged rows are not rewritten.
 
     `table` is "schema.table". Rows with the same key inside one call collapse to the last one
     (PostgreSQL refuses to update one row twice in a statement). A row whose compared columns
     equal the stored ones is left alone, so an identical re-run writes nothing; columns in
-    `compare_exclude` (e.g. synced_at) are written only along with a real change.
+    `compare_exclude` (e.g. synced_at) are written only along with a real change. With
+    `not_older_by` (a change stamp such as updated_at), a row never replaces a stored one whose
+    stamp is newer: a slow writer holding older data cannot undo a newer one.
     """
     deduped: dict[tuple[Any, ...], Mapping[str, Any]] = {}
     for row in rows:
@@ -100,6 +103,10 @@ def upsert(
             action += sql.SQL(" WHERE ({}) IS DISTINCT FROM ({})").format(
                 sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in compared),
                 sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in compared),
+            )
+        if not_older_by is not None:
+            action += sql.SQL(" {} (t.{stamp} IS NULL OR EXCLUDED.{stamp} IS NULL OR EXCLUDED.{stamp} >= t.{stamp})").format(
+                sql.SQL("AND") if compared else sql.SQL("WHERE"), stamp=sql.Identifier(not_older_by)
             )
     else:
         action = sql.SQL("DO NOTHING")

@@ -36,7 +36,12 @@ from typing import Any
 from paceline import audit, watermarks
 from paceline.db import warehouse
 from paceline.http.session import ApiError, PermanentApiError, RetryPolicy, redact
-from paceline.providers.runsignup.client import FIXABLE_BY_FULL_SYNC, RunSignUpClient, error_code
+from paceline.providers.runsignup.client import (
+    FIXABLE_BY_FULL_SYNC,
+    AmbiguousAnswer,
+    RunSignUpClient,
+    error_code,
+)
 from paceline.providers.runsignup.hook import RunSignUpHook
 from paceline.providers.runsignup.models import (
     EVENT_KEY,
@@ -48,17 +53,9 @@ from paceline.providers.runsignup.models import (
     parse_event,
     parse_participant,
 )
-from paceline.registrations.planning import (
-    DEFAULT_TIERS,
-    MAX_MAPPED_ITEMS,
-    Integration,
-    ProximityTier,
-    batch,
-    is_due,
-    select_integrations,
-    tiers_from_param,
-    validate_connection,
-)
+from paceline.registrations import engine
+from paceline.registrations.engine import PlanFailure, SyncParams
+from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, batch
 
 log = logging.getLogger(__name__)
 
@@ -84,54 +81,6 @@ COUNT_ACTIVE = """
 SELECT count(*) FROM registrations.runsignup_participants
 WHERE timing_partner_id = %s AND race_id = %s AND event_id = %s AND removed_reason IS NULL
 """
-SELECT_RUN_AUDIT = """
-SELECT DISTINCT ON (integration_id, unit) integration_id, timing_partner_id, unit, sync_type, status,
-       rows_inserted, rows_updated, rows_removed, rows_rejected, calls, duration_s, error
-FROM paceline.sync_audit WHERE provider = %s AND run_id = %s
-ORDER BY integration_id, unit, finished_at DESC
-"""
-
-
-# ---------------------------------------------------------------------------------------------
-# Params
-
-
-@dataclass(frozen=True)
-class SyncParams:
-    force_full_sync: bool = False
-    incremental_days: int = 7
-    timing_partner_id: int | None = None
-    future_only: bool = True
-    due_only: bool = True
-    proximity_tiers: tuple[ProximityTier, ...] = DEFAULT_TIERS
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> SyncParams:
-        params = dict(params or {})
-
-        def flag(name: str, default: bool) -> bool:
-            value = params.get(name, default)
-            if value is None:
-                return default
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "t", "yes", "y")
-            return bool(value)
-
-        days = params.get("incremental_days", 7)
-        days = 7 if days is None else int(days)
-        if days < 0:
-            raise ValueError(f"incremental_days must be 0 or more, got {days}")
-        partner = params.get("timing_partner_id")
-        if partner in ("", "null", "None"):
-            partner = None
-        return cls(
-            force_full_sync=flag("force_full_sync", False),
-            incremental_days=days,
-            timing_partner_id=None if partner is None else int(partner),
-            future_only=flag("future_only", True),
-            due_only=flag("due_only", True),
-            proximity_tiers=tiers_from_param(params.get("proximity_tiers")),
-        )
 
 
 def event_scope(race_id: int, event_id: int) -> str:
@@ -177,8 +126,10 @@ def discover_events(
     today: date,
     known_details: Mapping[int, str] | None = None,
     stored: Mapping[int, list[dict[str, Any]]] | None = None,
-) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """The integration's events as runsignup_events rows, and the races whose detail was read.
+) -> tuple[list[dict[str, Any]], dict[int, str], list[tuple[Any, str]]]:
+    """The integration's events as runsignup_events rows, the races whose detail was read, and
+    the listing entries that could not be read (raw entry, reason): a malformed race or event is
+    kept for inspection and skipped, never allowed to fail the other races or partners.
 
     The race list gives each race's "most current" events only (its upcoming ones, or else its
     last date), which is all a future-only plan needs: one call per 1,000 races. A plan with
@@ -188,26 +139,40 @@ def discover_events(
     """
     rows: list[dict[str, Any]] = []
     details: dict[int, str] = {}
+    rejects: list[tuple[Any, str]] = []
     known_details, stored = known_details or {}, stored or {}
 
-    def parse(race: Mapping[str, Any], events: Iterable[Any]) -> dict[int, dict[str, Any]]:
+    def parse(race: Mapping[str, Any], events: Any) -> dict[int, dict[str, Any]]:
         out = {}
+        if not isinstance(events, list):
+            rejects.append((race, f"race {race.get('race_id')}: events is {type(events).__name__}, not a list"))
+            return out
         for event in events:
             try:
+                if not isinstance(event, dict):
+                    raise ParseError(f"event is {type(event).__name__}, not an object")
                 row = parse_event(dict(race), event, timing_partner_id=integration.timing_partner_id,
                                   integration_id=integration.integration_id)
-            except ParseError as exc:
-                log.warning("skipping an event of race %s that cannot be read: %s", race.get("race_id"), exc)
+            except (ParseError, TypeError, ValueError, KeyError) as exc:
+                log.warning("race %s: an event cannot be read, kept in rejected_records: %s", race.get("race_id"), exc)
+                rejects.append((event, f"race {race.get('race_id')}: event: {exc}"))
                 continue
             out[row["event_id"]] = row
         return out
 
     for race in client.races(events=True):
+        try:
+            if not isinstance(race, dict):
+                raise ParseError(f"race entry is {type(race).__name__}, not an object")
+            race_id = int(race["race_id"])
+        except (ParseError, TypeError, ValueError, KeyError) as exc:
+            log.warning("a race of %s cannot be read, kept in rejected_records: %s", integration.integration_id, exc)
+            rejects.append((race, f"race entry: {exc.__class__.__name__}: {exc}"))
+            continue
         current = parse(race, race.get("events") or [])
         if future_only:
             by_event = current
         else:
-            race_id = int(race["race_id"])
             modified = str(race.get("last_modified"))
             if stored.get(race_id) and known_details.get(race_id) == modified:
                 by_event = {r["event_id"]: dict(r) for r in stored[race_id]} | current
@@ -218,7 +183,7 @@ def discover_events(
             if future_only and row["start_time"] is not None and row["start_time"].date() < today:
                 continue
             rows.append(row)
-    return rows, details
+    return rows, details, rejects
 
 
 def _event_work(integration: Integration, row: Mapping[str, Any], reason: str, last: datetime | None) -> dict[str, Any]:
@@ -296,15 +261,15 @@ def _plan_integration(
                 stored.setdefault(row["race_id"], []).append(row)
     client = make_client(integration, retry)
     try:
-        rows, details = discover_events(client, integration, future_only=p.future_only, today=today,
-                                        known_details=known, stored=stored)
+        rows, details, rejects = discover_events(client, integration, future_only=p.future_only, today=today,
+                                                 known_details=known, stored=stored)
     except ApiError as exc:
-        # One partner's revoked key must not stop the others; the audit row shows it.
-        message = redact(str(exc))
-        with warehouse.unit_of_work() as conn:
-            audit.AuditRecord(PROVIDER, "races", "plan", integration_id=integration.integration_id,
-                              timing_partner_id=integration.timing_partner_id, status="failed",
-                              calls=client.calls, error=message).write(conn)
+        # One partner's revoked key must not stop the others; the summary names it.
+        engine.record_plan_failure(
+            PROVIDER, PlanFailure(integration.integration_id, integration.timing_partner_id,
+                                  f"listing races failed: {redact(str(exc))}"),
+            calls=client.calls,
+        )
         raise
     finally:
         client.close()
@@ -313,6 +278,9 @@ def _plan_integration(
         row["synced_at"] = listed_at
     with warehouse.unit_of_work() as conn:
         result = warehouse.upsert(conn, EVENT_TABLE, rows, key=EVENT_KEY)
+        for raw, reason in rejects:
+            audit.reject(conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id,
+                         unit="races")
         for race_id, modified in details.items():  # with the events they listed
             watermarks.advance(conn, integration.integration_id, race_scope(race_id), modified)
         synced = {scope: at for scope, at in conn.execute(SELECT_EVENT_SYNC_TIMES, (integration.integration_id,))}
@@ -332,12 +300,12 @@ def _plan_integration(
             reason = "new"
         else:
             start = row["start_time"]
-            event_day = start.date() if start is not None else today
-            if not is_due(event_day, last, now, p.proximity_tiers):
+            if not engine.is_due_event(start.date() if start is not None else None, last, now, p.proximity_tiers):
                 continue
             reason = "due"
         work.append(_event_work(integration, row, reason, last))
-    work.sort(key=lambda w: abs((_day(w["start_time"]) or today) - today))
+    # nearest first; an event without a date last
+    work.sort(key=lambda w: abs(_day(w["start_time"]) - today) if w["start_time"] else timedelta.max)
     return work
 
 
@@ -349,21 +317,17 @@ def plan(
     max_items: int = MAX_MAPPED_ITEMS,
     workers: int = PLAN_WORKERS,
 ) -> list[dict[str, Any]]:
-    """Work items for one run; raises ValueError (writing nothing) on a bad param or connection.
+    """Work items for one run; raises ParamError on a bad param, ConfigError when no selected
+    integration is usable.
 
-    Integrations are listed concurrently (each on its own key's quota); one whose listing fails
-    is logged and audited and the others are planned; if every one fails the plan fails.
+    Integrations are listed concurrently (each on its own key's quota). One that is misconfigured
+    or whose listing fails is audited as a plan failure (the run's summary then fails the run,
+    naming it) and the others are planned; if every listing fails the plan fails.
     """
     p = SyncParams.from_params(params)
     now = now or datetime.now(UTC)
     today = now.astimezone(UTC).date()
-    with warehouse.connect() as conn:
-        integrations = select_integrations(conn, PROVIDER, p.timing_partner_id)
-    if not integrations:
-        log.warning("no enabled RunSignUp integration: nothing to plan")
-        return []
-    for integration in integrations:  # every connection first: a bad one fails the plan before any write
-        validate_connection(RunSignUpHook, integration.conn_id, REQUIRED_FIELDS)
+    integrations = engine.select_run_integrations(PROVIDER, RunSignUpHook, REQUIRED_FIELDS, p.timing_partner_id)
 
     per_integration: list[list[dict[str, Any]]] = []
     failures: list[str] = []
@@ -416,14 +380,8 @@ class Fetched:
 
 
 def _decide(p: SyncParams, wm: watermarks.Watermark | None, now: datetime) -> tuple[str, str]:
-    if p.force_full_sync:
-        return "full", "force_full_sync"
-    if wm is None:
-        return "full", "new event (no cursor)"
-    age = now - (wm.updated_at if wm.updated_at.tzinfo else wm.updated_at.replace(tzinfo=UTC))
-    if age > timedelta(days=p.incremental_days):
-        return "full", f"cursor last advanced {age.days} days ago (> incremental_days={p.incremental_days})"
-    return "incremental", "cursor is recent"
+    decision = engine.decide(wm is not None, wm.last_full_sync_at if wm else None, p, now)
+    return decision.sync_type, decision.reason
 
 
 def _lowest(values: Iterable[int | None]) -> int | None:
@@ -442,8 +400,16 @@ def _fetch_race(
     """
     since_p = _lowest(c.participants for c in cursors) if cursors is not None else None
     since_r = _lowest(c.removed for c in cursors) if cursors is not None else None
-    active = client.participants_of_events(race_id, event_ids, modified_after=since_p)
-    removed = client.participants_of_events(race_id, event_ids, modified_after=since_r, removed=True)
+    try:
+        active = client.participants_of_events(race_id, event_ids, modified_after=since_p)
+        removed = client.participants_of_events(race_id, event_ids, modified_after=since_r, removed=True)
+    except AmbiguousAnswer:
+        if len(event_ids) == 1:
+            raise
+        log.warning("race %s: a shared call's answer does not name its events; asking event by event", race_id)
+        one_by_one = [_fetch_race(client, race_id, [e], None if cursors is None else [c])
+                      for e, c in zip(event_ids, cursors or [None] * len(event_ids), strict=True)]
+        return {event_id: fetched[event_id] for fetched in one_by_one for event_id in fetched}
     return {event_id: Fetched(active[event_id], removed[event_id]) for event_id in event_ids}
 
 
@@ -498,59 +464,70 @@ def sync_race(
     names = {int(e["event_id"]): e.get("event_name") or "" for e in events}
     own_client = client is None
     client = client or make_client(integration, retry)
-    calls_before = client.calls
     started = datetime.now(UTC)
     start_ts = time.time()
     now = now or started
     types = dict.fromkeys(event_ids, "full")
     outcomes: dict[int, dict[str, Any] | Exception] = {}
+    writer = engine.event_writer(PROVIDER, integration.timing_partner_id, *[f"{race_id}/{e}" for e in event_ids])
     try:
-        try:
-            with warehouse.connect() as conn:
-                marks = {e: watermarks.get(conn, integration.integration_id, event_scope(race_id, e)) for e in event_ids}
-            cursors = {e: Cursor.decode(marks[e].cursor_value if marks[e] else None) for e in event_ids}
-            for event_id in event_ids:
-                types[event_id], why = _decide(p, marks[event_id], now)
-                log.info("event %s/%s (timing partner %s, %s): %s sync: %s", race_id, event_id,
-                         integration.timing_partner_id, names[event_id], types[event_id], why)
-            fetched: dict[int, Fetched] = {}
-            incremental = [e for e in event_ids if types[e] == "incremental"]
-            if incremental:
-                try:
-                    fetched.update(_fetch_race(client, race_id, incremental, [cursors[e] for e in incremental]))
-                except PermanentApiError as exc:
-                    if error_code(exc) not in FIXABLE_BY_FULL_SYNC:
-                        raise
-                    log.warning("race %s: incremental call failed (%s); falling back to full syncs", race_id,
-                                redact(str(exc)))
-                    types.update(dict.fromkeys(incremental, "full"))
-            full = [e for e in event_ids if types[e] == "full"]
-            if full:
-                fetched.update(_fetch_race(client, race_id, full, None))
-        except Exception as exc:
-            calls = _split(client.calls - calls_before, len(event_ids))
-            for event_id, spent in zip(event_ids, calls, strict=True):
-                outcomes[event_id] = _failed(integration, race_id, event_id, types[event_id], exc, spent, started)
-            return [outcomes[int(e["event_id"])] for e in events]
-        calls = _split(client.calls - calls_before, len(event_ids))
-        for event_id, spent in zip(event_ids, calls, strict=True):
-            ref = EventRef(integration.timing_partner_id, race_id, event_id)
-            try:
-                summary = _write(integration, ref, f"{race_id}/{event_id}", event_scope(race_id, event_id),
-                                 types[event_id], cursors[event_id], fetched[event_id], started, start_ts, spent)
-            except Exception as exc:
-                outcomes[event_id] = _failed(integration, race_id, event_id, types[event_id], exc, spent, started)
-                continue
-            outcomes[event_id] = summary
-            log.info(
-                "event %s/%s: %s sync done: %d inserted, %d updated, %d removed, %d rejected, %d calls, %.1fs",
-                race_id, event_id, summary["sync_type"], summary["inserted"], summary["updated"], summary["removed"],
-                summary["rejected"], summary["calls"], summary["duration_s"],
-            )
+        with writer:
+            _sync_race_locked(p, integration, race_id, event_ids, names, client, now, started, start_ts, types, outcomes)
     finally:
         if own_client:
             client.close()
     return [outcomes[int(e["event_id"])] for e in events]
+
+
+def _sync_race_locked(
+    p: SyncParams, integration: Integration, race_id: int, event_ids: list[int], names: Mapping[int, str],
+    client: RunSignUpClient, now: datetime, started: datetime, start_ts: float, types: dict[int, str],
+    outcomes: dict[int, dict[str, Any] | Exception],
+) -> None:
+    """sync_race's work, under the events' writer lock: read the cursors, fetch, write each event."""
+    calls_before = client.calls
+    try:
+        with warehouse.connect() as conn:
+            marks = {e: watermarks.get(conn, integration.integration_id, event_scope(race_id, e)) for e in event_ids}
+        cursors = {e: Cursor.decode(marks[e].cursor_value if marks[e] else None) for e in event_ids}
+        for event_id in event_ids:
+            types[event_id], why = _decide(p, marks[event_id], now)
+            log.info("event %s/%s (timing partner %s, %s): %s sync: %s", race_id, event_id,
+                     integration.timing_partner_id, names[event_id], types[event_id], why)
+        fetched: dict[int, Fetched] = {}
+        incremental = [e for e in event_ids if types[e] == "incremental"]
+        if incremental:
+            try:
+                fetched.update(_fetch_race(client, race_id, incremental, [cursors[e] for e in incremental]))
+            except PermanentApiError as exc:
+                if error_code(exc) not in FIXABLE_BY_FULL_SYNC:
+                    raise
+                log.warning("race %s: incremental call failed (%s); falling back to full syncs", race_id,
+                            redact(str(exc)))
+                types.update(dict.fromkeys(incremental, "full"))
+        full = [e for e in event_ids if types[e] == "full"]
+        if full:
+            fetched.update(_fetch_race(client, race_id, full, None))
+    except Exception as exc:
+        calls = _split(client.calls - calls_before, len(event_ids))
+        for event_id, spent in zip(event_ids, calls, strict=True):
+            outcomes[event_id] = _failed(integration, race_id, event_id, types[event_id], exc, spent, started)
+        return
+    calls = _split(client.calls - calls_before, len(event_ids))
+    for event_id, spent in zip(event_ids, calls, strict=True):
+        ref = EventRef(integration.timing_partner_id, race_id, event_id)
+        try:
+            summary = _write(integration, ref, f"{race_id}/{event_id}", event_scope(race_id, event_id),
+                             types[event_id], cursors[event_id], fetched[event_id], started, start_ts, spent)
+        except Exception as exc:
+            outcomes[event_id] = _failed(integration, race_id, event_id, types[event_id], exc, spent, started)
+            continue
+        outcomes[event_id] = summary
+        log.info(
+            "event %s/%s: %s sync done: %d inserted, %d updated, %d removed, %d rejected, %d calls, %.1fs",
+            race_id, event_id, summary["sync_type"], summary["inserted"], summary["updated"], summary["removed"],
+            summary["rejected"], summary["calls"], summary["duration_s"],
+        )
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -622,7 +599,8 @@ def _write(
                     [_raw_stamp(raw, "last_modified_ts") for raw, _, rem in rejects if rem], start_ts),
     )
     with warehouse.unit_of_work() as conn:
-        active = warehouse.upsert(conn, PARTICIPANT_TABLE, active_rows, key=PARTICIPANT_KEY)
+        # a live record never undoes a newer one (a removal is always applied)
+        active = warehouse.upsert(conn, PARTICIPANT_TABLE, active_rows, key=PARTICIPANT_KEY, not_older_by="last_modified")
         removed = warehouse.upsert(conn, PARTICIPANT_TABLE, removed_rows, key=PARTICIPANT_KEY)
         unlisted = 0
         if full and not any(exc.record_key is None for _, exc, _ in rejects):
@@ -687,50 +665,46 @@ def sync_batch(
     When the credential's quota stays spent for a while before the first event, raises QuotaSpent:
     Airflow reschedules the task for when a call fits, and its slot serves other credentials.
 
-    Raises at the end when any event failed, so that the mapped task shows failed (and its
-    retry, or a clear, syncs its events again from their committed cursors).
+    Raises at the end when any event failed (engine.EventsFailed, naming them), so that the
+    mapped task shows failed (and its retry, or a clear, syncs its events again from their
+    committed cursors).
     """
     races: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for event in item["events"]:
         races.setdefault((event["integration"]["integration_id"], int(event["race_id"])), []).append(event)
     clients: dict[str, RunSignUpClient] = {}
-    done: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
+    started: list[bool] = []
+
+    def sync_one(events: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        integration_id = events[0]["integration"]["integration_id"]
+        client = clients.get(integration_id)
+        if client is None:
+            integration = Integration.from_dict(dict(events[0]["integration"]))
+            client = clients[integration_id] = make_client(integration, retry)
+        if not started:  # nothing done yet: give the slot back rather than wait long
+            client.session.reschedule_if_quota_spent(calls=CALLS_PER_RACE_AT_LEAST)
+        started.append(True)
+        outcomes = sync_race(events, params, client=client)
+        failed = [(e, o) for e, o in zip(events, outcomes, strict=True) if isinstance(o, Exception)]
+        if failed:
+            raise engine.EventsFailed("; ".join(
+                f"{e['race_id']}/{e['event_id']}: {o.__class__.__name__}: {o}" for e, o in failed))
+        return [o for o in outcomes if not isinstance(o, Exception)]
+
+    def name_of(events: list[Mapping[str, Any]]) -> str:
+        first = events[0]
+        return f"{first['integration']['integration_id']} race {first['race_id']}"
+
     try:
-        for (integration_id, race_id), events in races.items():
-            client = clients.get(integration_id)
-            if client is None:
-                integration = Integration.from_dict(dict(events[0]["integration"]))
-                client = clients[integration_id] = make_client(integration, retry)
-            if not done and not failed:  # nothing done yet: give the slot back rather than wait long
-                client.session.reschedule_if_quota_spent(calls=CALLS_PER_RACE_AT_LEAST)
-            for event, outcome in zip(events, sync_race(events, params, client=client), strict=True):
-                if isinstance(outcome, Exception):
-                    failed.append({"race_id": race_id, "event_id": event["event_id"], "integration_id": integration_id,
-                                   "error": redact(f"{outcome.__class__.__name__}: {outcome}")})
-                else:
-                    done.append(outcome)
+        done = engine.run_batch(list(races.values()), sync_one, name_of)
     finally:
         for client in clients.values():
             client.close()
-    if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(item['events'])} events failed: "
-            + "; ".join(f"{f['race_id']}/{f['event_id']}: {f['error']}" for f in failed)
-        )
-    return {"label": item.get("label"), "events": done, "failed": failed}
+    return {"label": item.get("label"), "events": [e for race in done for e in race]}
 
 
-def summarize_run(run_id: str | None) -> dict[str, Any]:
-    """The run's outcome per event from the audit table (latest attempt of each)."""
-    with warehouse.connect() as conn:
-        rows = conn.execute(SELECT_RUN_AUDIT, (PROVIDER, run_id)).fetchall()
-    columns = ["integration_id", "timing_partner_id", "unit", "sync_type", "status", "inserted", "updated",
-               "removed", "rejected", "calls", "duration_s", "error"]
-    events = [dict(zip(columns, row, strict=True)) for row in rows]
-    totals: dict[str, Any] = {"events": len(events), "failed": [e for e in events if e["status"] != "success"]}
-    for name in ("inserted", "updated", "removed", "rejected", "calls"):
-        totals[name] = sum(e[name] or 0 for e in events)
-    totals["full"] = sum(1 for e in events if e["sync_type"] == "full" and e["status"] == "success")
-    totals["incremental"] = sum(1 for e in events if e["sync_type"] == "incremental" and e["status"] == "success")
-    return totals
+def summarize_run(
+    run_id: str, dag_id: str = "runsignup_sync", task_states: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's outcome (engine.summarize_run); raises engine.RunFailed when anything failed."""
+    return engine.summarize_run(PROVIDER, dag_id, run_id, task_states)

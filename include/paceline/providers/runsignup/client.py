@@ -53,12 +53,18 @@ def _event_id(element: dict[str, Any]) -> int | None:
     return None
 
 
-def participants_of(body: Any, event_id: int, *, removed: bool = False) -> list[Any]:
+class AmbiguousAnswer(EnvelopeError):
+    """An answer for several events whose elements do not say which event they belong to."""
+
+
+def participants_of(body: Any, event_id: int, *, removed: bool = False, several: bool = False) -> list[Any]:
     """The records of `event_id` in a participants or removed-participants answer.
 
     Accepts the array-of-events form and the single-object form; records sit in the element's
     top-level ``participants`` (participants) or in ``event.participants`` (removed ones), and
     whichever list is non-empty is taken, since the documentation and real answers disagree.
+    With `several` (the call asked for several events), an element without an event id cannot be
+    attributed: AmbiguousAnswer, rather than copying its records into every event.
     """
     if isinstance(body, dict):
         elements = [body]
@@ -71,6 +77,8 @@ def participants_of(body: Any, event_id: int, *, removed: bool = False) -> list[
         if not isinstance(element, dict):
             raise EnvelopeError(f"participants answer holds a {type(element).__name__}, expected objects")
         found = _event_id(element)
+        if found is None and several:
+            raise AmbiguousAnswer("an answer for several events holds an element without an event id")
         if found is not None and found != event_id:
             continue
         top = element.get("participants")
@@ -165,7 +173,8 @@ class RunSignUpClient:
             if modified_after is not None:
                 params["modified_after_timestamp"] = int(modified_after)
             body = self.session.get_json(path, params)
-            page = {event_id: participants_of(body, event_id, removed=removed) for event_id in pending}
+            several = len(pending) > 1
+            page = {event_id: participants_of(body, event_id, removed=removed, several=several) for event_id in pending}
             yield page
             full = [event_id for event_id in pending if len(page[event_id]) >= per_page]
             if not full:
