@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 
 from paceline.config import GOOGLE_CONN_ID
 from paceline.dag_defaults import DEFAULT_ARGS
-from paceline.nba import ASSET_NAME, ASSET_URI, DAG_ID, SQL_DIR
-from paceline.nba.tasks import bq_deferrable, run_day_check, transform_configuration
+from paceline.nba import ASSET_NAME, ASSET_URI, DAG_ID, POOL
+from paceline.nba.tasks import run_day_check, run_transform
 
 PLAYER_GAME_SUMMARY = Asset(name=ASSET_NAME, uri=ASSET_URI)
 
@@ -18,20 +17,25 @@ DOC = """
 ### NBA player_game_summary
 
 One run = one game day = one partition of `nba_analytics.player_game_summary`: the run's data
-interval is that day (UTC), and the day reaches BigQuery as the `game_date` query parameter.
+interval is that day (its UTC midnight to the next, so `airflow backfill create --from-date
+--to-date` takes game days as they are written), and the day reaches BigQuery as the `game_date`
+query parameter. Both tasks run in the `bigquery` pool.
 
-1. **transform_day**: one MERGE (`paceline/nba/sql/player_game_summary.sql`) that reads the day's
-   partitions of `nba_raw.box_player` and `nba_raw.pbp_actions` only. Idempotent: re-running a day
-   leaves identical rows; a day without games writes nothing. Malformed minutes fail it with the
-   offending rows.
-2. **check_day**: identities (zones sum to fga, three = fg3a, points), completeness and the
-   minutes parser's failure mode. Only when it passes is the Asset
-   `bigquery://paceline/nba_analytics/player_game_summary` updated, so consumers never see a bad day.
+1. **transform_day**: waits (up for reschedule, holding no slot) until 06:00 America/New_York
+   on the next morning, when the day's last games are over; creates the summary table if it is
+   missing; then per day one guarded MERGE (`paceline/nba/sql/player_game_summary.sql`) reading
+   that day's raw partitions only. A scheduled run also rebuilds the 2 days before its own, for
+   late games and stat corrections. If the raw box score lacks a game the summary has (an empty
+   or half-reloaded partition), or a game has attempts but no play-by-play shots, the task fails
+   at once and the summary keeps its rows.
+2. **check_day**: the old system's gate (NULL-minutes share 35-45% passes, up to 60% passes with
+   a warning, above fails; shot-zone coverage at least 85%; points identity; completeness). Only
+   when it passes is the Asset `bigquery://paceline/nba_analytics/player_game_summary` updated,
+   with the figures and any warning notes in the event's extra.
 
-History: `airflow backfill create --dag-id nba_player_game_summary --from-date 2021-10-01
---to-date 2024-05-01 --max-active-runs 15`, then `nba_quality_check` over the same range.
-The BigQuery job is deferrable (the wait runs in the triggerer, not a worker slot);
-`PACELINE_BQ_DEFERRABLE=false` in the Airflow processes' environment turns that off.
+Settings (thresholds, the ready time, the re-read days): Airflow Variable `paceline_nba`, see
+docs/nba.md. History: `airflow backfill create --dag-id nba_player_game_summary --from-date
+2021-10-01 --to-date 2024-05-01 --max-active-runs 15`, then `nba_quality_check` over the range.
 """
 
 with DAG(
@@ -40,26 +44,24 @@ with DAG(
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=dt.datetime(2021, 10, 1, tzinfo=dt.UTC),
     catchup=False,
-    default_args={**DEFAULT_ARGS, "retries": 2},
-    template_searchpath=[str(SQL_DIR)],
+    default_args={**DEFAULT_ARGS, "retries": 2, "pool": POOL},
     tags=["nba", "bigquery", "paceline"],
     doc_md=DOC,
 ) as dag:
-    transform_day = BigQueryInsertJobOperator(
-        task_id="transform_day",
-        gcp_conn_id=GOOGLE_CONN_ID,
-        configuration=transform_configuration(),
-        deferrable=bq_deferrable(),
-    )
+
+    @task
+    def transform_day(data_interval_start: dt.datetime | None = None, dag_run=None) -> dict:
+        """Build the game day (and the re-read days) once its games are over."""
+        return run_transform(GOOGLE_CONN_ID, data_interval_start.date(), dag_run.run_type)
 
     @task(outlets=[PLAYER_GAME_SUMMARY])
-    def check_day(data_interval_start: dt.datetime | None = None, outlet_events=None) -> dict:
-        """Quality gate of the day; the Asset event carries its figures."""
-        figures = run_day_check(GOOGLE_CONN_ID, data_interval_start.date())
+    def check_day(built: dict, outlet_events=None) -> dict:
+        """Quality gate of the days built; the Asset event carries its figures and notes."""
+        figures = run_day_check(GOOGLE_CONN_ID, built)
         outlet_events[PLAYER_GAME_SUMMARY].extra = figures
         return figures
 
-    transform_day >> check_day()
+    check_day(transform_day())
 
 if __name__ == "__main__":
     dag.test()

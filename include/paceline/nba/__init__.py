@@ -24,9 +24,8 @@ TRANSFORM_SQL = "player_game_summary.sql"
 ASSET_NAME = "nba_player_game_summary"
 ASSET_URI = "bigquery://paceline/nba_analytics/player_game_summary"
 
-# Environment variable that switches the BigQuery job operator's deferrable mode (default on;
-# "false" turns it off). See docs/nba.md for how it behaves on the emulator.
-DEFERRABLE_SETTING = "PACELINE_BQ_DEFERRABLE"
+# The pool of every BigQuery task (config/pools.json): lower its slots to spare BigQuery's quotas.
+POOL = "bigquery"
 
 
 def sql_text(name: str) -> str:

@@ -1,86 +1,114 @@
-"""What the NBA DAGs run, kept out of the DAG files so they stay declarative."""
+"""What the NBA DAGs run, kept out of the DAG files so they stay declarative.
+
+Imports are lazy on purpose: every task process parses the DAG file, and the google provider's
+``BigQueryInsertJobOperator`` alone costs about a second of CPU more than the hook's base class
+(bench/README.md, NBA section). Tasks build a plain ``google.cloud.bigquery`` client from the
+connection's credentials instead.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
+import logging
 from typing import Any
 
-from paceline.nba import DEFERRABLE_SETTING, TRANSFORM_SQL, quality
-
-FALSE_WORDS = {"0", "false", "no", "off"}
+log = logging.getLogger(__name__)
 
 
-def bq_deferrable() -> bool:
-    """Whether the BigQuery job operator defers while BigQuery works (default: yes).
+def bigquery_client(gcp_conn_id: str) -> Any:
+    """A ``google.cloud.bigquery.Client`` with the credentials and project of an Airflow connection.
 
-    ``PACELINE_BQ_DEFERRABLE=false`` turns it off. Read from the environment at parse time on
-    purpose: an Airflow Variable would cost a metadata lookup on every parse of the DAG file.
-    On the emulator it is harmless: jobs finish inside the insert call, so the operator never
-    defers (docs/nba.md); against BigQuery the wait happens in the triggerer, not a worker slot.
+    ``GoogleBaseHook`` reads the connection (key file, key JSON, ADC, impersonation, or
+    ``is_anonymous`` for the emulator); the client follows ``BIGQUERY_EMULATOR_HOST`` by itself.
     """
-    value = os.environ.get(DEFERRABLE_SETTING, "").strip().lower()
-    return value not in FALSE_WORDS
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+    from google.cloud import bigquery
+
+    hook = GoogleBaseHook(gcp_conn_id=gcp_conn_id)
+    credentials, project = hook.get_credentials_and_project_id()
+    return bigquery.Client(project=project, credentials=credentials)
 
 
-def transform_configuration() -> dict[str, Any]:
-    """BigQuery job configuration of one day: the .sql file, the day as a DATE query parameter.
-
-    The operator renders ``query`` from the file (``template_ext`` includes ``.sql``; the DAG's
-    ``template_searchpath`` points at ``paceline/nba/sql``) and the parameter from the run's data
-    interval start, which is the game day.
-    """
-    return {
-        "query": {
-            "query": TRANSFORM_SQL,
-            "useLegacySql": False,
-            "queryParameters": [
-                {
-                    "name": "game_date",
-                    "parameterType": {"type": "DATE"},
-                    "parameterValue": {"value": "{{ data_interval_start.strftime('%Y-%m-%d') }}"},
-                }
-            ],
-        }
-    }
-
-
-def _hook(gcp_conn_id: str) -> Any:
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-
-    return BigQueryHook(gcp_conn_id=gcp_conn_id, use_legacy_sql=False)
-
-
-def _figures(results: list[quality.CheckResult]) -> dict[str, Any]:
-    share = next(r for r in results if r.rule == quality.NULL_SHARE_RULE.name)
-    return {
-        "checks": {r.rule: r.figure for r in results},
-        "null_minutes_share": share.value,
-    }
-
-
-def _fail_without_retry(error: quality.DataQualityError) -> Exception:
+def _fail_without_retry(message: str) -> Exception:
     # Bad data stays bad on a retry: fail at once (retries stay for BigQuery's transient errors).
     from airflow.sdk.exceptions import AirflowFailException
 
-    return AirflowFailException(str(error))
+    return AirflowFailException(message)
 
 
-def run_day_check(gcp_conn_id: str, day: dt.date) -> dict[str, Any]:
-    """The day's quality gate; fails the task (no retry) naming every failing rule. Returns the figures."""
+def run_transform(
+    gcp_conn_id: str, day: dt.date, run_type: Any, *, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Build the run's game day (and, for a scheduled run, the days before it, for corrections).
+
+    Before the day's games are over (``ready_at`` on the next morning, league time) the task goes
+    up for reschedule until then, holding no worker and no pool slot. Creates the summary table
+    when missing. An incomplete raw partition fails the task at once and writes nothing for that
+    day. Returns the days built, for the gate.
+    """
+    from paceline.nba import build, settings, setup
+
+    config = settings.load()
+    ready = build.ready_at(day, config)
+    if (now or dt.datetime.now(dt.UTC)) < ready:
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        log.info("game day %s is built from %s (its games are not over before then)", day, ready.isoformat())
+        raise AirflowRescheduleException(ready.astimezone(dt.UTC))
+    client = bigquery_client(gcp_conn_id)
+    created = setup.ensure_summary_table(client)
+    if created.table_created:
+        log.info("%s", created.describe())
+    days = build.days_to_build(day, str(getattr(run_type, "value", run_type)), config)
+    rows = {}
+    for each in days:
+        try:
+            rows[each.isoformat()] = build.build_day(client, each).rows_affected
+        except build.RawPartitionIncomplete as error:
+            raise _fail_without_retry(str(error)) from error
+    return {"game_date": day.isoformat(), "days": [d.isoformat() for d in days], "rows_written": rows}
+
+
+def _figures(results: list[Any]) -> dict[str, Any]:
+    from paceline.nba import quality
+
+    values = {r.rule: r.value for r in results}
+    notes = quality.warnings(results)
+    return {
+        "status": "warn" if notes else "pass",
+        "notes": notes,
+        "checks": {r.rule: f"{r.status}: {r.figure}" for r in results},
+        "null_minutes_share": values.get(quality.NULL_SHARE_RULE.name),
+        "zone_coverage": values.get(quality.ZONE_COVERAGE_RULE.name),
+    }
+
+
+def run_day_check(gcp_conn_id: str, built: dict[str, Any]) -> dict[str, Any]:
+    """The gate over the days ``run_transform`` built; fails the task (no retry) naming every
+    failing rule; logs each warning. Returns the figures (the Asset event's extra)."""
+    from paceline.nba import quality, settings
+
+    days = [dt.date.fromisoformat(d) for d in built["days"]]
     try:
-        results = quality.check_day(_hook(gcp_conn_id), day)
+        results = quality.check_day(bigquery_client(gcp_conn_id), days[0], end=days[-1], settings=settings.load())
     except quality.DataQualityError as error:
-        raise _fail_without_retry(error) from error
-    return {"game_date": day.isoformat(), **_figures(results)}
+        raise _fail_without_retry(str(error)) from error
+    figures = {"game_date": built["game_date"], "days": built["days"], **_figures(results)}
+    for note in figures["notes"]:
+        log.warning("quality warning (the day passes with this note): %s", note)
+    return figures
 
 
 def run_range_check(
-    gcp_conn_id: str, start: dt.date, end: dt.date, band: tuple[float, float] = quality.DEFAULT_BAND
+    gcp_conn_id: str, start: dt.date, end: dt.date, band: tuple[float, float] | None = None
 ) -> dict[str, Any]:
     """The range gate; fails the task (no retry) naming every failing rule. Returns the figures."""
+    from paceline.nba import quality, settings
+
     try:
-        results = quality.check_range(_hook(gcp_conn_id), start, end, band)
+        results = quality.check_range(bigquery_client(gcp_conn_id), start, end, band, settings=settings.load())
     except quality.DataQualityError as error:
-        raise _fail_without_retry(error) from error
-    return {"start": start.isoformat(), "end": end.isoformat(), "band": list(band), **_figures(results)}
+        raise _fail_without_retry(str(error)) from error
+    for note in quality.warnings(results):
+        log.warning("quality warning (the range passes with this note): %s", note)
+    return {"start": start.isoformat(), "end": end.isoformat(), **_figures(results)}

@@ -1,0 +1,114 @@
+"""Idempotent set-up of ``nba_analytics.player_game_summary`` on BigQuery (real or emulator).
+
+``ensure_summary_table`` creates what is missing and never drops or alters anything: the
+dataset (in the location of ``nba_raw`` when that exists, since a query cannot join datasets of
+two locations), then the table, day-partitioned on ``game_date`` and clustered by
+``(game_id, player_id)``, from ``sql/ddl/player_game_summary.sql``. An existing table partitioned
+otherwise is refused with what to do, rather than written into. Run by every ``transform_day``
+(one metadata call when the table exists) and by ``python -m paceline nba setup``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from paceline.nba import ANALYTICS_DATASET, RAW_DATASET, SUMMARY_TABLE, sql_text
+
+log = logging.getLogger(__name__)
+
+SUMMARY_DDL = "ddl/player_game_summary.sql"
+RAW_DDL = ("ddl/box_player.sql", "ddl/pbp_actions.sql")
+PARTITION_FIELD = "game_date"
+CLUSTERING = ["game_id", "player_id"]
+
+
+class SetupError(RuntimeError):
+    """The table exists in a shape the pipeline cannot write (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    dataset_created: bool
+    table_created: bool
+    location: str | None
+    notes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        made = [what for what, done in (("dataset", self.dataset_created), ("table", self.table_created)) if done]
+        head = f"{SUMMARY_TABLE}: " + (f"created {' and '.join(made)}" if made else "already in place")
+        return "; ".join([head + (f" (location {self.location})" if self.location else ""), *self.notes])
+
+
+def _not_found() -> type[Exception]:
+    from google.api_core.exceptions import NotFound
+
+    return NotFound
+
+
+def _dataset_location(client: Any, dataset: str) -> str | None:
+    try:
+        return client.get_dataset(f"{client.project}.{dataset}").location
+    except _not_found():
+        return None
+
+
+def ensure_dataset(client: Any, dataset: str, location: str | None = None) -> bool:
+    """Create ``dataset`` when missing; True when it was created."""
+    from google.cloud import bigquery
+
+    if _dataset_location(client, dataset) is not None:
+        return False
+    spec = bigquery.Dataset(f"{client.project}.{dataset}")
+    if location:
+        spec.location = location
+    client.create_dataset(spec, exists_ok=True)
+    return True
+
+
+def verify_summary_table(table: Any) -> tuple[str, ...]:
+    """Refuse a table the MERGE cannot scope to one partition; return notes on lesser gaps."""
+    partitioning = table.time_partitioning
+    field = getattr(partitioning, "field", None)
+    if field != PARTITION_FIELD or getattr(partitioning, "type_", "DAY") != "DAY":
+        raise SetupError(
+            f"{SUMMARY_TABLE} exists but is not day-partitioned on {PARTITION_FIELD} "
+            f"(partitioning: {partitioning}). Paceline writes one partition per run and will not "
+            "write into it. Copy it aside, drop it, and run `python -m paceline nba setup` to "
+            "create it as expected."
+        )
+    clustering = table.clustering_fields
+    if clustering is None:
+        # The emulator never reports clustering; on BigQuery it means an unclustered table.
+        return (f"clustering not reported (expected {', '.join(CLUSTERING)}); "
+                "on BigQuery: ALTER the table's clustering or recreate it",)
+    if list(clustering) != CLUSTERING:
+        return (f"clustered by {', '.join(clustering)}, expected {', '.join(CLUSTERING)}",)
+    return ()
+
+
+def ensure_summary_table(client: Any, location: str | None = None) -> SetupResult:
+    """Create the analytics dataset and the summary table when missing. Idempotent; never drops."""
+    not_found = _not_found()
+    try:
+        table = client.get_table(f"{client.project}.{SUMMARY_TABLE}")
+    except not_found:
+        table = None
+    if table is not None:
+        return SetupResult(False, False, None, verify_summary_table(table))
+    # Same location as the raw data, or the MERGE that joins them cannot run.
+    location = location or _dataset_location(client, RAW_DATASET)
+    dataset_created = ensure_dataset(client, ANALYTICS_DATASET, location)
+    client.query(sql_text(SUMMARY_DDL)).result()  # CREATE TABLE IF NOT EXISTS: a racing run is harmless
+    table = client.get_table(f"{client.project}.{SUMMARY_TABLE}")
+    result = SetupResult(dataset_created, True, location, verify_summary_table(table))
+    log.info("%s", result.describe())
+    return result
+
+
+def ensure_raw_tables(client: Any, location: str | None = None) -> None:
+    """The raw tables, for the sandbox and tests (on BigQuery the loaders own them)."""
+    ensure_dataset(client, RAW_DATASET, location)
+    for name in RAW_DDL:
+        client.query(sql_text(name)).result()
