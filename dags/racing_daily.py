@@ -19,7 +19,8 @@ non-runners, official ratings, tote), and the racecards of the run's calendar da
 overlapping runs and re-runs leave one row per race and runner.
 
 Pool `racing_api`; the shared limiter keeps the credential at 2 requests/second together with
-`racing_events` backfills.
+`racing_events` backfills. `plan` makes one call first: a wrong or revoked key (HTTP 401/403)
+fails the run at once, without retries, naming the connection.
 """
 
 with DAG(
@@ -36,7 +37,8 @@ with DAG(
 ) as dag:
 
     @task
-    def plan(data_interval_end: dt.datetime | None = None) -> list[dict]:
+    def plan(data_interval_end: dt.datetime | None = None, params: dict | None = None) -> list[dict]:
+        tasks.check_connection(params["conn_id"])  # a refused key fails the run here, once
         # The run happens on the interval's end day: "today" for racecards, results before it.
         return tasks.daily_plan(data_interval_end)
 

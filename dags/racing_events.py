@@ -20,11 +20,16 @@ pedigree and bookmakers in **one transaction** with an audit row. A failed day i
 be cleared alone; the month's other days stay.
 
 All calls share one limiter: 2 requests/second per credential across every mapped task and run;
-429s and the API's empty-200 answer are waited out, not taken as data.
+429s and the API's empty-200 answer are waited out, not taken as data. A page that stays empty
+before `total` is reached fails the day (nothing of it is committed; Airflow retries it). Records
+without a `race_id` go to `paceline.rejected_records` with their raw body.
+
+`list_days` first makes one call with the connection: a wrong or revoked key (HTTP 401/403) fails
+the run there, and in any task it fails at once without retries, naming the connection to fix.
 
 `coverage` runs even when days failed. It reports, per day, races, runners, abandoned races and
 races without runners, and flags days with no meetings (expected every day but 24–25 December).
-It **fails** when a day was not loaded or a non-abandoned race has no runners (re-running helps);
+It **fails** when a day's last load did not succeed or a non-abandoned race has no runners (re-running helps);
 a loaded day the API says had no racing is only a warning.
 
 History: `airflow backfill create --dag-id racing_events --from-date 2015-01-01 --to-date <today>
@@ -47,8 +52,11 @@ with DAG(
 
     @task
     def list_days(
-        data_interval_start: dt.datetime | None = None, data_interval_end: dt.datetime | None = None
+        data_interval_start: dt.datetime | None = None,
+        data_interval_end: dt.datetime | None = None,
+        params: dict | None = None,
     ) -> list[str]:
+        tasks.check_connection(params["conn_id"])  # a refused key fails the run here, not in every day
         return tasks.interval_days(data_interval_start, data_interval_end)
 
     @task(pool="racing_api", map_index_template="{{ racing_day }}")

@@ -503,3 +503,64 @@ def test_soft_throttle_answers_200_with_null_total() -> None:
         assert knobs.status_code == 200 and standin.knobs.soft_throttle_rate == 0.0
     finally:
         running.stop()
+
+
+def test_count_driven_quirks_apply_to_the_next_n_answers_only() -> None:
+    standin = build("small", seed=7, knobs=Knobs(throttle_mode="off"), windows=WINDOWS, today=TODAY)
+    running = serve(standin)
+    day = next(d for d in JAN_2024 if len(standin.results_for(d)) >= 3)
+    credential = standin.credentials()[0]
+
+    def quirk(**counts: int) -> requests.Response:
+        return requests.post(running.url + "/_control/mutate", json={"action": "quirk", **counts}, timeout=10)
+
+    try:
+        with requests.Session() as s:
+            s.auth = (credential["login"], credential["password"])
+
+            def page(skip: int) -> dict[str, Any]:
+                params = {"start_date": day.isoformat(), "end_date": day.isoformat(), "limit": 1, "skip": skip}
+                return s.get(running.url + "/v1/results", params=params, timeout=10).json()
+
+            total = len(standin.results_for(day))
+            # Empty pages: only at skip >= 1, only before total, and only the next 2 of them.
+            assert quirk(empty_pages=2, empty_pages_min_skip=1).json()["result"]["empty_pages"] == 2
+            assert len(page(0)["results"]) == 1
+            assert [(p["results"], p["total"]) for p in (page(1), page(1))] == [([], total), ([], total)]
+            assert len(page(1)["results"]) == 1
+            assert page(total)["results"] == []  # past the end: a genuine empty page, no quirk spent
+
+            # Records without an id: the next 2 records served, across pages.
+            quirk(records_without_id=2)
+            served = [page(i)["results"][0] for i in range(3)]
+            assert ["race_id" in r for r in served] == [False, False, True]
+            assert served[0] == {k: v for k, v in standin.results_for(day)[0].items() if k != "race_id"}
+
+            # A forced status for the next call only.
+            quirk(status_calls=1, status=403)
+            regions = running.url + "/v1/courses/regions"
+            assert [s.get(regions, timeout=10).status_code for _ in range(2)] == [403, 200]
+        assert quirk(nope=1).status_code == 400
+        assert quirk(empty_pages=-1).status_code == 400
+        stats = standin.stats()
+        assert stats["quirks"]["empty_pages"] == 0 and stats["quirks"]["status_calls"] == 0
+        assert stats["arrivals"][credential["login"]]["calls"] == 10
+    finally:
+        running.stop()
+
+
+def test_arrival_stats_report_the_tightest_window() -> None:
+    standin = build("small", seed=7, knobs=Knobs(per_second=2.0), windows=WINDOWS, today=TODAY)
+    running = serve(standin)
+    credential = standin.credentials()[0]
+    try:
+        with requests.Session() as s:
+            s.auth = (credential["login"], credential["password"])
+            statuses = [s.get(running.url + "/v1/courses/regions", timeout=10).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        arrivals = standin.stats()["arrivals"][credential["login"]]
+        # three calls (one throttled) well inside a second: the tightest window of 3 is under 1 s
+        assert arrivals["calls"] == 3 and 0 <= arrivals["tightest_window_s"] < 1.0
+        assert arrivals["span_s"] == arrivals["tightest_window_s"]
+    finally:
+        running.stop()

@@ -1,10 +1,12 @@
 """Coverage of the racing tables, per day: what replaced the old backfill's "check status".
 
 For each day of a range: races, runners, abandoned races, races without runners, whether the
-day was loaded (a successful ``racing_api`` audit row for it) and the flags below.
+day is loaded (its last ``racing_api`` audit row is a success) and the flags below.
 
 Flags:
-- ``not_loaded``: no successful load of the day is recorded (its task failed or never ran);
+- ``not_loaded``: the day's last load did not succeed (its task failed, or never ran). Only the
+  last load counts: a day loaded once and failed since (a revoked key, pages that stayed empty)
+  is not loaded until a load succeeds again, since what it holds may be stale or partial;
 - ``races_without_runners``: a race that is not abandoned has no runner rows;
 - ``no_meetings``: the day has no races although meetings are expected. The rule is kept simple:
   GB and Irish racing is expected on every day except 24 and 25 December (the only days with
@@ -51,20 +53,22 @@ runner_counts AS (
     WHERE race_date BETWEEN %(start)s AND %(end)s
     GROUP BY race_date
 ),
-loads AS (
-    SELECT unit, max(finished_at) AS last_loaded_at
+last_loads AS (
+    -- each day's LAST load, whatever its outcome: a later failed load outranks an earlier success
+    SELECT DISTINCT ON (unit) unit, status, finished_at, error
     FROM paceline.sync_audit
-    WHERE provider = 'racing_api' AND status = 'success' AND unit ~ '^\\d{4}-\\d{2}-\\d{2}$'
-    GROUP BY unit
+    WHERE provider = 'racing_api' AND unit ~ '^\\d{4}-\\d{2}-\\d{2}$'
+      AND unit BETWEEN to_char(%(start)s::date, 'YYYY-MM-DD') AND to_char(%(end)s::date, 'YYYY-MM-DD')
+    ORDER BY unit, finished_at DESC, audit_id DESC
 )
 SELECT d.day,
        coalesce(rc.races, 0), coalesce(ru.runners, 0), coalesce(rc.abandoned, 0),
        coalesce(rc.with_result, 0), coalesce(rc.without_runners, 0),
-       coalesce(rc.unexplained_without_runners, 0), l.last_loaded_at
+       coalesce(rc.unexplained_without_runners, 0), l.status, l.finished_at, l.error
 FROM days d
 LEFT JOIN race_counts rc ON rc.day = d.day
 LEFT JOIN runner_counts ru ON ru.day = d.day
-LEFT JOIN loads l ON l.unit = to_char(d.day, 'YYYY-MM-DD')
+LEFT JOIN last_loads l ON l.unit = to_char(d.day, 'YYYY-MM-DD')
 ORDER BY d.day
 """
 
@@ -89,7 +93,10 @@ def coverage(
     with connect(dsn) as conn:
         rows = conn.execute(COVERAGE_SQL, {"start": start, "end": end}).fetchall()
     report = []
-    for day, races, runners, abandoned, with_result, without, unexplained, loaded_at in rows:
+    for day, races, runners, abandoned, with_result, without, unexplained, status, last_at, error in rows:
+        # Loaded only when the day's last load succeeded: a success row is written in the same
+        # transaction as the day's rows, and only once every page was read (see load.py).
+        loaded_at = last_at if status == "success" else None
         flags = []
         if loaded_at is None:
             flags.append("not_loaded")
@@ -107,11 +114,18 @@ def coverage(
                 "races_without_runners": without,
                 "unexplained_races_without_runners": unexplained,
                 "loaded_at": loaded_at.isoformat() if loaded_at else None,
+                "last_load": _last_load(status, last_at, error),
                 "meetings_expected": meetings_expected(day),
                 "flags": flags,
             }
         )
     return report
+
+
+def _last_load(status: str | None, at: datetime | None, error: str | None) -> dict[str, Any] | None:
+    if status is None or at is None:
+        return None
+    return {"status": status, "at": at.isoformat(), "error": error}
 
 
 def failures(report: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,9 +137,16 @@ def format_report(report: list[dict[str, Any]]) -> str:
     for d in report:
         lines.append(
             f"{d['day']:<10} {d['races']:>5} {d['runners']:>7} {d['abandoned']:>5} "
-            f"{d['races_without_runners']:>6}  {','.join(d['flags'])}"
+            f"{d['races_without_runners']:>6}  {','.join(d['flags'])}{_failed_note(d)}"
         )
     return "\n".join(lines)
+
+
+def _failed_note(entry: dict[str, Any]) -> str:
+    last = entry.get("last_load")
+    if not last or last["status"] == "success":
+        return ""
+    return f" (last load {last['status']} at {last['at'][:19]}: {(last['error'] or '')[:120]})"
 
 
 def month_days(start: date | str, end_exclusive: date | str) -> list[str]:

@@ -62,7 +62,7 @@ class DayRows:
     """Every row one day gives, per table; each list may mix column sets (see models)."""
 
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    rejected: list[tuple[str, str, Any]] = field(default_factory=list)  # (key, reason, raw)
+    rejected: list[tuple[str | None, str, Any]] = field(default_factory=list)  # (key, reason, raw)
 
     def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         self.tables.setdefault(table, []).extend(rows)
@@ -87,27 +87,28 @@ def upsert_grouped(
     return total
 
 
+def _races_of_day(day: date, records: Sequence[Any], kind: str, out: DayRows) -> dict[str, dict[str, Any]]:
+    """The records of `day` by race id; each record without an id, or of another date, is set
+    aside on its own with its raw body (never merged with others under a missing key)."""
+    races: dict[str, dict[str, Any]] = {}
+    for record in records:
+        race_id = record.get("race_id") if isinstance(record, dict) else None
+        if not race_id:
+            out.rejected.append((None, f"{kind} without race_id", record))
+        elif models.to_date(record.get("date")) != day:
+            out.rejected.append((str(race_id), f"{kind} of another date than {day.isoformat()}", record))
+        else:
+            races[str(race_id)] = record
+    return races
+
+
 def build_day_rows(
     day: date, racecards: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]
 ) -> DayRows:
     """Turn one day's racecards and results into rows; records without ids are set aside."""
     out = DayRows()
-    cards = {}
-    for card in racecards:
-        if not card.get("race_id") or models.to_date(card.get("date")) != day:
-            out.rejected.append(
-                (str(card.get("race_id")), "racecard without race_id or of another date", card)
-            )
-            continue
-        cards[card["race_id"]] = card
-    res = {}
-    for result in results:
-        if not result.get("race_id") or models.to_date(result.get("date")) != day:
-            out.rejected.append(
-                (str(result.get("race_id")), "result without race_id or of another date", result)
-            )
-            continue
-        res[result["race_id"]] = result
+    cards = _races_of_day(day, racecards, "racecard", out)
+    res = _races_of_day(day, results, "result", out)
 
     races: list[dict[str, Any]] = []
     for race_id in sorted(set(cards) | set(res)):
@@ -133,7 +134,7 @@ def build_day_rows(
     for race_id, card in cards.items():
         bookmakers |= models.bookmakers(card)
         for runner in card.get("runners") or []:
-            if not runner.get("horse_id"):
+            if not isinstance(runner, dict) or not runner.get("horse_id"):
                 out.rejected.append((race_id, "racecard runner without horse_id", runner))
                 continue
             runners[(race_id, runner["horse_id"])] = models.runner_from_racecard(card, runner)
@@ -141,7 +142,7 @@ def build_day_rows(
             pedigrees[runner["horse_id"]] = models.pedigree(runner)
     for race_id, result in res.items():
         for runner in result.get("runners") or []:
-            if not runner.get("horse_id"):
+            if not isinstance(runner, dict) or not runner.get("horse_id"):
                 out.rejected.append((race_id, "result runner without horse_id", runner))
                 continue
             key = (race_id, runner["horse_id"])

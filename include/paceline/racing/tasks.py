@@ -1,14 +1,24 @@
-"""The work behind the racing DAGs, as plain functions (the DAG files only wire them up)."""
+"""The work behind the racing DAGs, as plain functions (the DAG files only wire them up).
+
+Errors a retry cannot fix fail the task at once, without retries (``AirflowFailException``), with
+a message that says what to fix: a 401/403 from the API names the connection (a wrong or revoked
+key fails one call, not every day of a backfill four times with back-off), as do a missing
+connection or field; a 404/422 or a parameter outside the spec is a bug to report. Throttles,
+5xx and pages that stay empty before ``total`` raise as before, and Airflow retries the day.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from paceline.config import RACING_API_CONN_ID
+from paceline.http.session import PermanentApiError
 from paceline.providers.racing_api.client import DEFAULT_REGIONS, RacingApiClient, racecards_available
+from paceline.providers.racing_api.hook import RacingApiHook
 from paceline.racing import coverage as cov
 from paceline.racing.load import PROVIDER, load_day, load_masters
 
@@ -31,6 +41,52 @@ class CoverageFailed(Exception):
     """Days that were not loaded, or races that have no runners (see paceline.racing.coverage)."""
 
 
+AUTH_STATUSES = (401, 403)
+
+
+def _fail(message: str) -> Exception:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(message)
+
+
+@contextmanager
+def fail_fast(conn_id: str) -> Iterator[None]:
+    """Turn the errors no retry can fix into AirflowFailException (see the module docstring)."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        yield
+    except PermanentApiError as exc:
+        if exc.status in AUTH_STATUSES:
+            raise _fail(
+                f"The Racing API refused the credentials of Airflow connection {conn_id!r} (HTTP {exc.status}): "
+                f"{exc}. The Username/Password are wrong or revoked, or the plan lacks this endpoint. "
+                f"Fix connection {conn_id!r}, then clear the failed tasks; not retried."
+            ) from exc
+        raise _fail(f"The Racing API (connection {conn_id!r}) answered what no retry can change: {exc}") from exc
+    except AirflowNotFoundException as exc:
+        raise _fail(
+            f"Airflow connection {conn_id!r} does not exist: create it (host = the API base URL, "
+            f"login/password = the API's Username/Password); not retried. ({exc})"
+        ) from exc
+    except ValueError as exc:  # a connection without a field, a bad date, a parameter outside the spec
+        raise _fail(f"{exc} (connection {conn_id!r}); not retried") from exc
+
+
+def check_connection(conn_id: str = PROVIDER, *, client: RacingApiClient | None = None) -> str:
+    """One call (``/v1/courses/regions``) before a run maps its days: a wrong or revoked key fails
+    the run here, once, instead of in every mapped day."""
+    with fail_fast(conn_id):
+        api = client or RacingApiClient(RacingApiHook(conn_id))
+        try:
+            regions = api.regions()
+        finally:
+            if client is None:
+                api.close()
+    return f"connection {conn_id!r}: {len(regions)} regions"
+
+
 def _day(value: date | datetime | str) -> date:
     if isinstance(value, datetime):
         return value.date()
@@ -45,7 +101,8 @@ def interval_days(start: date | datetime | str, end: date | datetime | str) -> l
 def events_day(day: str, *, conn_id: str = PROVIDER, region_codes: Sequence[str] = DEFAULT_REGIONS,
                dsn: str | None = None, client: RacingApiClient | None = None) -> dict[str, Any]:  # fmt: skip
     """racing_events' mapped task: racecards (where the API has them) and results of one day."""
-    return load_day(day, conn_id=conn_id, dsn=dsn, region_codes=region_codes, client=client, sync_type="day")
+    with fail_fast(conn_id):
+        return load_day(day, conn_id=conn_id, dsn=dsn, region_codes=region_codes, client=client, sync_type="day")
 
 
 def coverage_check(start: date | datetime | str, end_exclusive: date | datetime | str, *, dsn: str | None = None,
@@ -81,10 +138,12 @@ def daily_plan(logical_day: date | datetime | str, *, today: date | None = None)
 def daily_unit(unit: dict[str, Any], *, conn_id: str = PROVIDER, region_codes: Sequence[str] = DEFAULT_REGIONS,
                dsn: str | None = None, client: RacingApiClient | None = None) -> dict[str, Any]:  # fmt: skip
     sync_type = "results" if unit["results"] else "racecards"
-    return load_day(unit["day"], conn_id=conn_id, dsn=dsn, region_codes=region_codes, client=client,
-                    racecards=unit["racecards"], results=unit["results"], sync_type=sync_type)  # fmt: skip
+    with fail_fast(conn_id):
+        return load_day(unit["day"], conn_id=conn_id, dsn=dsn, region_codes=region_codes, client=client,
+                        racecards=unit["racecards"], results=unit["results"], sync_type=sync_type)  # fmt: skip
 
 
 def masters(*, conn_id: str = PROVIDER, region_codes: Sequence[str] = DEFAULT_REGIONS, dsn: str | None = None,
             client: RacingApiClient | None = None) -> dict[str, Any]:  # fmt: skip
-    return load_masters(conn_id=conn_id, dsn=dsn, region_codes=list(region_codes), client=client)
+    with fail_fast(conn_id):
+        return load_masters(conn_id=conn_id, dsn=dsn, region_codes=list(region_codes), client=client)

@@ -28,6 +28,14 @@ docs/providers.md):
   ``{"detail": "Too Many Requests"}`` with no ``Retry-After``; with ``knobs.soft_throttle_rate``
   that share of throttled list calls is answered 200 with an empty page and ``"total": null``
   (the "soft throttle" seen on the real API).
+- Faults driven by counts (``POST /_control/mutate {"action": "quirk", ...}``, see
+  :class:`Quirks`): the next N list pages answered empty while ``total`` says more remain (the
+  API's empty 200 under load), the next N list records served without their ``race_id``, the
+  next N calls answered with a given HTTP status (401 for a revoked key, 403 for a plan without
+  the endpoint).
+- ``stats()`` adds, per credential, the arrival time span and the tightest window of
+  ``per_second`` calls plus one (the one the provider would have throttled if under a second),
+  so a benchmark can show how close to the limit it ran.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ import base64
 import binascii
 import copy
 import re
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -58,6 +69,64 @@ _WWW_AUTH = {"WWW-Authenticate": "Basic"}
 _LIST_KEYS = {"/v1/racecards/pro": "racecards", "/v1/results": "results", "/v1/courses": "courses"}
 # Attributes the "set" mutation may change (knob names go to self.knobs).
 _SETTABLE = {"today", "withdrawn_position_null", "historical_addon"}
+_STATUS_BODIES = {
+    401: {"detail": "Incorrect username or password"},
+    403: {"detail": "Not authorised to access this endpoint"},
+}
+
+
+@dataclass
+class Quirks:
+    """Faults driven by counts: each applies to the next N matching answers, then stops."""
+
+    empty_pages: int = 0  # list pages answered 200 with no items although `total` says more remain
+    empty_pages_min_skip: int = 0  # ...only pages asked at this skip or later (0: the first page too)
+    records_without_id: int = 0  # list records (racecards, results) served without their race_id
+    status_calls: int = 0  # calls answered with HTTP `status` instead of their data
+    status: int = 401
+
+    def update(self, values: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(names)}")
+        for key, value in values.items():
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"quirk {key} must be a whole number >= 0, not {value!r}")
+            setattr(self, key, value)
+
+
+class _ArrivalLog:
+    """One credential's arrivals in brief: count, first and last, and the tightest window of
+    `limit` + 1 consecutive calls (>= 1 s: no second ever held more than `limit` calls)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.tightest: float | None = None
+        self.recent: deque[float] = deque()
+
+    def add(self, now: float, limit: int) -> None:
+        self.calls += 1
+        self.first = now if self.first is None else self.first
+        self.last = now
+        if limit <= 0:
+            return
+        self.recent.append(now)
+        while len(self.recent) > limit + 1:
+            self.recent.popleft()
+        if len(self.recent) == limit + 1:
+            window = now - self.recent[0]
+            self.tightest = window if self.tightest is None else min(self.tightest, window)
+
+    def summary(self) -> dict[str, Any]:
+        span = (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+        return {
+            "calls": self.calls,
+            "span_s": round(span, 4),
+            "tightest_window_s": None if self.tightest is None else round(self.tightest, 4),
+        }
 
 
 class ValidationFailed(Exception):
@@ -177,6 +246,8 @@ class RacingApiStandIn(StandIn):
             {"login": "paceline-2", "password": f"sandbox-{seed}-2"},
         ]
         self.historical_addon = True
+        self.quirks = Quirks()
+        self._arrivals: dict[str, _ArrivalLog] = {}
         self.route("GET", "/v1/courses/regions", self._authed(self._regions), "courses/regions")
         self.route("GET", "/v1/courses", self._authed(self._courses), "courses")
         self.route("GET", "/v1/racecards/pro", self._authed(self._racecards_pro), "racecards/pro")
@@ -249,6 +320,10 @@ class RacingApiStandIn(StandIn):
             self.data.overlays.extra_results.pop(day, None)
             self.data.invalidate(day)
             return {"date": day.isoformat(), "empty": True}
+        if action == "quirk":
+            with self.lock:
+                self.quirks.update({k: v for k, v in payload.items() if k != "action"})
+                return asdict(self.quirks)
         if action == "set":
             values = {k: v for k, v in payload.items() if k != "action"}
             knob_names = set(vars(self.knobs))
@@ -265,7 +340,7 @@ class RacingApiStandIn(StandIn):
             if "historical_addon" in values:
                 self.historical_addon = bool(values["historical_addon"])
             return {k: getattr(self.knobs, k) if k in knob_names else str(getattr(self, k)) for k in values}
-        raise ValueError(f"{self.name} supports add_results, set_day_empty and set, not {action!r}")
+        raise ValueError(f"{self.name} supports add_results, set_day_empty, set and quirk, not {action!r}")
 
     # -- auth and throttling -------------------------------------------------------------------
     def _basic(self, request: Request) -> tuple[str, str] | None:
@@ -293,12 +368,59 @@ class RacingApiStandIn(StandIn):
                 return Response(401, {"detail": "Not authenticated"}, dict(_WWW_AUTH))
             if not self._valid(pair):
                 return Response(401, {"detail": "Incorrect username or password"}, dict(_WWW_AUTH))
+            forced = self._take_quirk("status_calls")
+            if forced:
+                status = self.quirks.status
+                headers = dict(_WWW_AUTH) if status == 401 else {}
+                return Response(status, _STATUS_BODIES.get(status, {"detail": f"HTTP {status}"}), headers)
             try:
                 return handler(request)
             except ValidationFailed as exc:
                 return Response(422, {"detail": exc.errors})
 
         return wrapped
+
+    def check_quota(self, credential: str, endpoint: str) -> None:
+        # Every arrival, admitted or not, as the provider counts them (see stats()).
+        now = time.monotonic()
+        limit = int(self.knobs.per_second or 0)
+        with self.lock:
+            log = self._arrivals.setdefault(credential, _ArrivalLog())
+            log.add(now, limit)
+        super().check_quota(credential, endpoint)
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        with self.lock:
+            out["quirks"] = asdict(self.quirks)
+            out["arrivals"] = {c: log.summary() for c, log in self._arrivals.items()}
+        return out
+
+    def reset_stats(self) -> None:
+        super().reset_stats()
+        with self.lock:
+            self._arrivals.clear()
+
+    def _take_quirk(self, name: str) -> bool:
+        """Spend one count of a quirk; whether it applied."""
+        with self.lock:
+            left = getattr(self.quirks, name)
+            if left <= 0:
+                return False
+            setattr(self.quirks, name, left - 1)
+            return True
+
+    def _page_with_quirks(self, items: list[dict[str, Any]], skip: int, total: int) -> list[dict[str, Any]]:
+        """A list page as served, after the count-driven quirks (empty page, records without id)."""
+        before_total = items and skip < total and skip >= self.quirks.empty_pages_min_skip
+        if before_total and self._take_quirk("empty_pages"):
+            return []
+        served = []
+        for item in items:
+            if self._take_quirk("records_without_id"):
+                item = {k: v for k, v in item.items() if k != "race_id"}
+            served.append(item)
+        return served
 
     def throttle_response(self, request: Request) -> Response:
         key = _LIST_KEYS.get(request.path.rstrip("/"))
@@ -334,7 +456,7 @@ class RacingApiStandIn(StandIn):
         p.raise_if_any()
         races = self.data.races(day) if self._racecards_available(day) else []
         races = _filter_place(races, request.args("region_codes"), request.args("course_ids"))
-        page = [r.racecard for r in races[skip : skip + limit]]
+        page = self._page_with_quirks([r.racecard for r in races[skip : skip + limit]], skip, len(races))
         query = p.echo(("date", "region_codes", "course_ids", "limit", "skip"))
         return Response(
             200, {"racecards": page, "total": len(races), "limit": limit, "skip": skip, "query": query}
@@ -385,7 +507,7 @@ class RacingApiStandIn(StandIn):
                     matching.append((r.day, r.off_dt, r.course.name, r.race_id, r.result))
             day += timedelta(days=1)
         matching.sort(key=lambda m: m[:4])
-        page = [m[4] for m in matching[skip : skip + limit]]
+        page = self._page_with_quirks([m[4] for m in matching[skip : skip + limit]], skip, len(matching))
         query = p.echo(
             ("start_date", "end_date", "region", "course", "type", "going", "race_class", "min_distance_y",
              "max_distance_y", "age_band", "sex_restriction", "limit", "skip")

@@ -4,15 +4,22 @@ Every parameter is validated before the call: a value the spec rejects (``limit`
 results, ``skip`` over 500 on racecards, a date range over 365 days...) raises
 :class:`ParameterOutOfBounds` here and is never sent. Racecards are only asked for where the
 API has them (from 2023-01-23 to 7 days ahead); other dates return ``[]`` without a call.
+
+Paging loses nothing: a page that comes back empty while ``total`` says more remain is the API's
+empty 200 under load, not the end; it is asked again (EMPTY_PAGE_ATTEMPTS in all, with the
+throttle back-off) and then :class:`IncompletePaging` is raised, so the day fails whole instead
+of committing part of itself. Records without a ``race_id`` are all kept (not merged under one
+missing key) for the loader to reject one by one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from paceline.http.session import ApiSession
+from paceline.http.session import ApiSession, TransientApiError
 from paceline.providers.racing_api.hook import ONE_PER_SECOND, RacingApiHook
 
 RACECARDS_FROM = date(2023, 1, 23)  # "Historical racecards are available from 2023-01-23"
@@ -25,10 +32,18 @@ RESULTS_BOUNDS = (1, 100, 20000)
 RESULTS_PAGE = 100  # the spec's maximum; one day of GB+IRE is usually 1-2 pages
 RACECARDS_PAGE = 500
 DEFAULT_REGIONS = ("gb", "ire")
+EMPTY_PAGE_ATTEMPTS = 4  # an empty page before `total`: asked 4 times in all, then the day fails
+
+log = logging.getLogger(__name__)
 
 
 class ParameterOutOfBounds(ValueError):
     """A parameter the spec would reject; raised before anything is sent."""
+
+
+class IncompletePaging(TransientApiError):
+    """Pages kept coming back empty before ``total`` was reached: what was read is incomplete and
+    must not be committed. Transient: a later try of the task usually gets every page."""
 
 
 def _check_page(name: str, limit: int, skip: int, bounds: tuple[int, int, int]) -> None:
@@ -48,6 +63,16 @@ def _check_codes(name: str, codes: Sequence[str]) -> list[str]:
     return cleaned
 
 
+def _whole(value: Any) -> int | None:
+    """An envelope's ``total`` as an int; None when missing or not a whole number."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _as_date(value: date | str) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
@@ -61,11 +86,19 @@ def racecards_available(day: date, today: date | None = None) -> bool:
 class RacingApiClient:
     """The Racing API calls, over a hook's rate-limited session."""
 
-    def __init__(self, hook: RacingApiHook | None = None, *, today: date | None = None) -> None:
+    def __init__(
+        self,
+        hook: RacingApiHook | None = None,
+        *,
+        today: date | None = None,
+        results_page: int = RESULTS_PAGE,
+    ) -> None:
         self.hook = hook or RacingApiHook()
         self.session: ApiSession = self.hook.get_conn()
         self._slow_session: ApiSession | None = None
         self._today = today
+        self.results_page = results_page
+        self.empty_pages = 0  # pages answered empty before `total`, asked again
 
     @property
     def today(self) -> date:
@@ -84,9 +117,9 @@ class RacingApiClient:
 
     @property
     def throttles(self) -> int:
-        return self.session.stats.throttles + (
-            self._slow_session.stats.throttles if self._slow_session else 0
-        )
+        """Throttles answered: 429s, empty 200s without ``total``, and empty pages before ``total``."""
+        slow = self._slow_session.stats.throttles if self._slow_session else 0
+        return self.session.stats.throttles + slow + self.empty_pages
 
     def close(self) -> None:
         self.session.close()
@@ -117,7 +150,7 @@ class RacingApiClient:
 
     # -- results ----------------------------------------------------------------------------------
     def results_for_day(
-        self, day: date | str, region_codes: Sequence[str] = DEFAULT_REGIONS, *, limit: int = RESULTS_PAGE
+        self, day: date | str, region_codes: Sequence[str] = DEFAULT_REGIONS, *, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Every result of one date, paged with ``skip`` until ``total``.
 
@@ -129,7 +162,9 @@ class RacingApiClient:
             return []  # no results exist there; the API would answer 422 or nothing
         codes = _check_codes("results", region_codes)
         params = {"start_date": day.isoformat(), "end_date": day.isoformat(), "region": codes}
-        return self._pages("/v1/results", "results", params, limit, RESULTS_BOUNDS)
+        return self._pages(
+            "/v1/results", "results", params, self.results_page if limit is None else limit, RESULTS_BOUNDS
+        )
 
     def results_range(
         self,
@@ -159,20 +194,48 @@ class RacingApiClient:
         self, path: str, key: str, params: dict[str, Any], limit: int, bounds: tuple[int, int, int]
     ) -> list[dict[str, Any]]:
         items: dict[str, dict[str, Any]] = {}
+        without_id: list[Any] = []  # each kept: under one missing key they would collapse into one
         skip = 0
         while True:
             _check_page(path, limit, skip, bounds)
-            page = self.session.get_json(path, {**params, "limit": limit, "skip": skip}) or {}
-            batch = page.get(key) or []
+            batch, total = self._page(path, key, {**params, "limit": limit, "skip": skip})
             for item in batch:
-                # Keyed by race id: a race that moves between pages while paging is kept once.
-                items[str(item.get("race_id"))] = item
-            total = page.get("total")
+                race_id = item.get("race_id") if isinstance(item, dict) else None
+                if race_id:
+                    # Keyed by race id: a race that moves between pages while paging is kept once.
+                    items[str(race_id)] = item
+                else:
+                    without_id.append(item)
             skip += len(batch)
-            if not batch or total is None or skip >= int(total):
+            if skip >= total:
                 break
             if skip > bounds[2]:
                 raise ParameterOutOfBounds(
                     f"{path}: {total} items need skip {skip} over the spec's {bounds[2]}; split the query"
                 )
-        return list(items.values())
+        return [*items.values(), *without_id]
+
+    def _page(self, path: str, key: str, params: dict[str, Any]) -> tuple[list[Any], int]:
+        """One page's items and ``total``; a page empty before ``total`` is asked again, then raises."""
+        skip = params["skip"]
+        for attempt in range(1, EMPTY_PAGE_ATTEMPTS + 1):
+            page = self.session.get_json(path, params)
+            page = page if isinstance(page, dict) else {}
+            batch = page.get(key) or []
+            total = _whole(page.get("total"))
+            # A page without a total is never data (the session's body check waits such answers
+            # out as throttles; this holds without it too).
+            if total is not None and (batch or skip >= total):
+                return list(batch), total
+            self.empty_pages += 1
+            if attempt < EMPTY_PAGE_ATTEMPTS:
+                delay = self.session.retry.throttle_backoff(attempt)
+                log.warning("%s: page at skip %d came back empty although total is %s; asking again in %.1fs",
+                            path, skip, total, delay)  # fmt: skip
+                self.session.sleep(delay)
+        raise IncompletePaging(
+            f"GET {path} (skip {skip}): the page came back empty {EMPTY_PAGE_ATTEMPTS} times although "
+            f"total is {total}; the pages read so far are incomplete and are not kept (the API's empty "
+            "answer under load: a later try reads them again)",
+            url=self.session.url(path),
+        )
