@@ -148,15 +148,18 @@ def quota_card(cred: dict[str, Any]) -> str:
         f'<div class="sub">connection {escape(conn_ids)} · bucket {escape(cred["id"][:11])}…</div>'
     )
     if cred.get("error"):
-        return f'<div class="card quota-card">{head}{message("gauge", cred["error"], 300, 40)}</div>'
+        return (
+            f'<div class="card quota-card">{head}<p class="sub error">{escape(cred["error"])}</p>'
+            f'{message("gauge", "no limiter data", 300, 40)}</div>'
+        )
     parts = [head]
     window = cred.get("window")
     if window:
-        parts.append(gauge(window["calls"], window["limit"], f"calls in the last {human_duration(window['per_seconds'])}"))
+        parts.append(gauge(window["calls"], window["limit"], f"calls in the quota window ({human_duration(window['per_seconds'])})"))
     back = cred.get("background_window")
     if back:
         parts.append(
-            gauge(back["calls"], back["limit"], f"background pace, last {human_duration(back['per_seconds'])}", colour=PURPLE)
+            gauge(back["calls"], back["limit"], f"background calls in the pace window ({human_duration(back['per_seconds'])})", colour=PURPLE)
         )
     parts.append(f'<div class="sub">calls per hour, last {len(cred["hours"])} h (UTC)</div>')
     parts.append(hourly_bars(cred["hours"], cred.get("hourly_limit")))
@@ -288,9 +291,10 @@ def nba_chart(data: dict[str, Any], *, width: int = 900, height: int = 220) -> s
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<line x1="{left}" y1="{yof(tick):.1f}" x2="{left + plot_w}" y2="{yof(tick):.1f}" stroke="#f3f4f6"/>')
         parts.append(_text(left - 4, yof(tick) + 3, f"{tick:.0%}", size=9, anchor="end"))
-    parts.append(_text(left, height - 4, days[0]["day"], size=9))
-    if len(days) > 1:
-        parts.append(_text(left + plot_w, height - 4, days[-1]["day"], size=9, anchor="end"))
+    ticks = sorted({days[round(i * (len(days) - 1) / 5)]["day"] for i in range(6)})
+    for i, day in enumerate(ticks):
+        anchor = "start" if i == 0 else "end" if i == len(ticks) - 1 and len(ticks) > 1 else "middle"
+        parts.append(_text(xof(day), height - 4, day, size=9, anchor=anchor))
     radius = 3.5 if len(days) < 200 else 2
     for d in days:
         share = d["null_share"]
