@@ -1,3 +1,3 @@
 from paceline.cli import main
 
-raise SystemExit(main())
+raise SystemExit(main(local_env=True))

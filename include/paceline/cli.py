@@ -8,11 +8,52 @@ import sys
 from collections.abc import Sequence
 
 
-def _db_upgrade(args: argparse.Namespace) -> int:
-    from paceline.db.migrations import upgrade
+class CommandError(Exception):
+    """An operator error: printed as one clear line, exit code 2, no traceback."""
+
+
+def warehouse_dsn(args: argparse.Namespace) -> str:
+    """The warehouse DSN from --dsn or the Airflow connection, or a CommandError saying what to set."""
+    if getattr(args, "dsn", None):
+        return args.dsn
+    import os
+
+    from paceline.ops.localenv import airflow_configured
+
+    conn_id = getattr(args, "conn_id", None) or "paceline_warehouse"
+    # Without any Airflow settings, asking Airflow would create a stray ~/airflow with SQLite.
+    if f"AIRFLOW_CONN_{conn_id.upper()}" not in os.environ and not airflow_configured():
+        raise CommandError(
+            f"no warehouse connection: `{conn_id}` is not defined here. After `make run`, run `source var/env` "
+            f"in this terminal; elsewhere set AIRFLOW_CONN_{conn_id.upper()} (or give --dsn postgresql://...)"
+        )
     from paceline.db.warehouse import dsn_from_airflow
 
-    applied = upgrade(args.dsn or dsn_from_airflow(args.conn_id))
+    try:
+        return dsn_from_airflow(conn_id)
+    except Exception as exc:  # AirflowNotFoundException, an unreachable metadata database...
+        raise CommandError(f"no warehouse connection `{conn_id}`: {exc}") from None
+
+
+def warehouse(args: argparse.Namespace, **kwargs: object) -> object:
+    """An open warehouse connection, or a CommandError naming the server that did not answer."""
+    import psycopg
+
+    dsn = warehouse_dsn(args)
+    try:
+        return psycopg.connect(dsn, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandError(f"cannot reach the warehouse at {where} ({first}); is `make run` running?") from None
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from paceline.db.migrations import upgrade
+
+    warehouse(args).close()  # a clear message when the server is not there
+    applied = upgrade(warehouse_dsn(args))
     print(f"applied migrations: {', '.join(applied)}" if applied else "warehouse is up to date")
     return 0
 
@@ -73,8 +114,83 @@ def _pools(args: argparse.Namespace) -> int:
     return 0
 
 
+# These commands connect before importing their modules: importing Airflow (the limiter does)
+# without settings would create a stray ~/airflow.
+def _status(args: argparse.Namespace) -> int:
+    with warehouse(args) as conn:
+        from paceline.ops import status
+        from paceline.ops.render import render_status
+
+        report = status.status_report(conn)
+    print(json.dumps(report, indent=2) if args.json else render_status(report))
+    return 0
+
+
+def _quota(args: argparse.Namespace) -> int:
+    with warehouse(args, autocommit=True) as conn:
+        from paceline.ops import quota
+        from paceline.ops.render import render_quota
+
+        snapshot = quota.quota_snapshot(conn)
+    print(json.dumps(snapshot, indent=2) if args.json else render_quota(snapshot))
+    return 0
+
+
+def _integrations(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    with warehouse(args) as conn:
+        from paceline.ops import integrations as ops
+        from paceline.ops.render import render_integrations
+
+        try:
+            if args.action == "list":
+                rows = ops.list_integrations(conn)
+                print(json.dumps(rows, indent=2) if args.json else render_integrations(rows))
+            elif args.action == "add":
+                entry = {"integration_id": args.integration_id, "provider": args.provider,
+                         "timing_partner_id": args.partner, "timing_partner_name": args.partner_name,
+                         "organization": args.organization, "conn_id": args.conn_id_of_integration,
+                         "calls_per_hour": args.calls_per_hour, "calls_per_second": args.calls_per_second}  # fmt: skip
+                ops.upsert_integrations(conn, [entry])
+                print(f"integration {args.integration_id} registered and enabled (connection {args.conn_id_of_integration})")
+            elif args.action == "import":
+                ids = ops.import_file(conn, Path(args.file) if args.file else None)
+                print(f"imported {len(ids)} integration(s){': ' + ', '.join(ids) if ids else ''}")
+            elif args.sandbox:
+                if args.action != "disable":
+                    raise CommandError("--sandbox goes with disable only")
+                ids = ops.disable_sandbox_integrations(conn)
+                print(f"disabled {len(ids)} sandbox integration(s){': ' + ', '.join(ids) if ids else ''}")
+            elif not args.integration_id:
+                raise CommandError(f"integrations {args.action}: name an integration id (or --sandbox)")
+            else:
+                ops.set_enabled(conn, args.integration_id, args.action == "enable")
+                print(f"integration {args.integration_id} {args.action}d")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    return 0
+
+
+def _airflow_passthrough(argv: Sequence[str]) -> int:
+    """`paceline airflow ARGS`: Airflow's own CLI with the local stack's settings (var/env)."""
+    import os
+    from pathlib import Path
+
+    from paceline.ops.localenv import airflow_configured
+
+    if not airflow_configured():
+        raise CommandError("no Airflow settings here: start the stack with `make run` (it writes var/env) first")
+    airflow = Path(sys.executable).with_name("airflow")
+    os.execv(str(airflow), [str(airflow), *argv])  # noqa: S606 - the venv's own airflow
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m paceline", description="Paceline operator commands")
+    parser = argparse.ArgumentParser(
+        prog="paceline",
+        description="Paceline operator commands (also `python -m paceline`). After `make run`, they read var/env.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="warehouse schema")
@@ -121,16 +237,61 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--json", action="store_true")
     cov.set_defaults(func=_racing_coverage)
 
+    status = sub.add_parser("status", help="freshness and failures per integration; backfill progress with an ETA")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument("--dsn", help="a libpq DSN instead of the paceline_warehouse connection")
+    status.set_defaults(func=_status)
+
+    quota = sub.add_parser("quota", help="per credential: calls in the window, waiting rooms and lanes, next free slot")
+    quota.add_argument("--json", action="store_true", help="print one JSON list")
+    quota.add_argument("--dsn", help="a libpq DSN instead of the paceline_warehouse connection")
+    quota.set_defaults(func=_quota)
+
+    integ = sub.add_parser("integrations", help="registration integrations: list, add, enable, disable, import")
+    integ.add_argument("action", choices=["list", "add", "enable", "disable", "import"])
+    integ.add_argument("integration_id", nargs="?", help="the integration (add, enable, disable)")
+    integ.add_argument("--provider", choices=["runsignup", "haku"], help="add: the provider")
+    integ.add_argument("--partner", type=int, help="add: the timing partner id")
+    integ.add_argument("--partner-name", help="add: the timing partner's name (kept when omitted)")
+    integ.add_argument("--organization", help="add: the organization the credential belongs to")
+    integ.add_argument("--conn-id", dest="conn_id_of_integration", help="add: the Airflow connection with the credentials")
+    integ.add_argument("--calls-per-hour", type=int, help="add: quota override (default: the provider's)")
+    integ.add_argument("--calls-per-second", type=float, help="add: per-second cap")
+    integ.add_argument("--sandbox", action="store_true", help="disable: every integration the sandbox registered")
+    integ.add_argument("--file", help="import: a JSON file (default config/integrations.json)")
+    integ.add_argument("--json", action="store_true", help="list: print JSON")
+    integ.add_argument("--dsn", help="a libpq DSN instead of the paceline_warehouse connection")
+    integ.set_defaults(func=_integrations)
+
+    sub.add_parser("airflow", help="`airflow ARGS...` with the local stack's settings (var/env)", add_help=False)
+
     pools = sub.add_parser("pools-file", help="print the path of the pools file (airflow pools import FILE)")
     pools.set_defaults(func=_pools)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+def main(argv: Sequence[str] | None = None, *, local_env: bool = False) -> int:
+    """Run one command; with `local_env` (the `paceline` script, `python -m paceline`), settings the
+    environment lacks come from var/env, so every terminal talks to the stack `make run` started."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if local_env and argv[:1] != ["run"]:  # `make run` builds its own settings
+        from paceline.ops.localenv import apply_local_env
+
+        apply_local_env()
+    try:
+        if argv[:1] == ["airflow"]:
+            return _airflow_passthrough(argv[1:])
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"paceline: {exc}", file=sys.stderr)
+        return 2
+
+
+def console() -> None:
+    """The `paceline` console script."""
+    sys.exit(main(local_env=True))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(local_env=True))

@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 from paceline.config import pools_file, project_root, var_dir
 from paceline.db.embedded import SUPERUSER, EmbeddedPostgres, persisted_secret, write_secret
 
@@ -198,14 +200,27 @@ def run(scale: str = "small", port: int = 8080, host: str | None = None) -> int:
         upgrade(warehouse_uri)
         print(f"importing pools from {pools_file()}", flush=True)
         _airflow(env, "pools", "import", str(pools_file()))
+        from paceline.ops import integrations as ops_integrations
 
-        print(f"starting the local stand-ins (python -m paceline sandbox up --scale {scale})", flush=True)
-        from paceline.sandbox import manager
+        with psycopg.connect(warehouse_uri) as conn:
+            imported = ops_integrations.import_file(conn)
+        print(f"importing integrations from {ops_integrations.integrations_file()}: {len(imported)}", flush=True)
 
-        state = manager.up(scale=scale)
-        print(manager.describe(state), flush=True)
-        if state.get("bigquery"):
-            env["BIGQUERY_EMULATOR_HOST"] = state["bigquery"]
+        if ops_integrations.sandbox_enabled():
+            print(f"starting the local stand-ins (python -m paceline sandbox up --scale {scale})", flush=True)
+            from paceline.sandbox import manager
+
+            state = manager.up(scale=scale)
+            print(manager.describe(state), flush=True)
+            if state.get("bigquery"):
+                env["BIGQUERY_EMULATOR_HOST"] = state["bigquery"]
+        else:
+            with psycopg.connect(warehouse_uri) as conn:
+                disabled = ops_integrations.disable_sandbox_integrations(conn)
+            print(f"PACELINE_SANDBOX=off: no stand-ins; sandbox integrations disabled: {len(disabled)}", flush=True)
+        from paceline.ops.localenv import write_env_file
+
+        env_path = write_env_file(env, Path(sys.executable).parent)
 
         logs = var / "logs"
         logs.mkdir(exist_ok=True)
@@ -229,6 +244,7 @@ def run(scale: str = "small", port: int = 8080, host: str | None = None) -> int:
             pattern = "^(" + "|".join(unpaused) + ")$"
             _airflow(env, "dags", "unpause", "--treat-dag-id-as-regex", "-y", pattern, check=False)
         print(f"unpaused DAGs: {', '.join(unpaused) or '(none found: check the dag-processor log)'}", flush=True)
+        print(f"settings for other terminals: source {env_path}  (then airflow ..., paceline status)", flush=True)
         password = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())[ADMIN_USER]
         print(
             "\nPaceline is up.\n"

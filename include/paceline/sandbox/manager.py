@@ -10,6 +10,7 @@ started); ``status --json`` prints the state: base URLs and the credentials regi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -31,11 +32,11 @@ ON CONFLICT (timing_partner_id) DO UPDATE SET name = EXCLUDED.name
 """
 REGISTER_INTEGRATION = """
 INSERT INTO registrations.provider_integrations
-    (integration_id, provider, timing_partner_id, organization, conn_id, enabled)
-VALUES (%s, %s, %s, %s, %s, true)
+    (integration_id, provider, timing_partner_id, organization, conn_id, enabled, source)
+VALUES (%s, %s, %s, %s, %s, true, 'sandbox')
 ON CONFLICT (integration_id) DO UPDATE SET
     provider = EXCLUDED.provider, timing_partner_id = EXCLUDED.timing_partner_id,
-    organization = EXCLUDED.organization, conn_id = EXCLUDED.conn_id
+    organization = EXCLUDED.organization, conn_id = EXCLUDED.conn_id, source = EXCLUDED.source
 """
 
 
@@ -164,21 +165,84 @@ def register_integrations(dsn: str, integrations: list[dict[str, Any]]) -> None:
             )
 
 
-def write_airflow_connections(conns: dict[str, dict[str, Any]]) -> None:
-    """Create or replace the connections in Airflow's metadata database (the UI shows them)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(conns, handle)
-        path = handle.name
-    try:
-        beside = Path(sys.executable).with_name("airflow")
-        airflow = str(beside) if beside.exists() else (shutil.which("airflow") or "airflow")
-        subprocess.run(  # noqa: S603 - the venv's own airflow
-            [airflow, "connections", "import", "--overwrite", path],
-            check=True,
-            capture_output=True,
+SANDBOX_MARK = "sandbox-fp:"
+
+
+def connection_fingerprint(conn: dict[str, Any]) -> str:
+    """A short hash of what a connection holds (description aside), to see whether anyone changed it."""
+    extra = conn.get("extra")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra) if extra.strip() else None
+        except json.JSONDecodeError:
+            pass
+    fields = {k: conn.get(k) or None for k in ("conn_type", "host", "login", "password", "schema", "port")}
+    fields["port"] = int(fields["port"]) if fields["port"] else None
+    fields["extra"] = extra or None
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def mark_sandbox_owned(conn: dict[str, Any]) -> dict[str, Any]:
+    """The connection with a description recording that the sandbox wrote it, and what it wrote."""
+    return {
+        **conn,
+        "description": f"Written by the Paceline sandbox ({SANDBOX_MARK}{connection_fingerprint(conn)}); "
+        "change anything and the sandbox leaves it alone",
+    }
+
+
+def sandbox_owned(existing: dict[str, Any]) -> bool:
+    """Whether a stored connection is still exactly as the sandbox wrote it."""
+    description = existing.get("description") or ""
+    if SANDBOX_MARK not in description:
+        return False
+    recorded = description.split(SANDBOX_MARK, 1)[1][:16]
+    return recorded == connection_fingerprint(existing)
+
+
+def connections_to_write(
+    wanted: dict[str, dict[str, Any]], existing: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(the sandbox connections to write, the ids left alone): a connection is written when it is
+    missing or still the sandbox's own; one a user created or changed is never overwritten."""
+    write, kept = {}, []
+    for conn_id, conn in wanted.items():
+        if conn_id in existing and not sandbox_owned(existing[conn_id]):
+            kept.append(conn_id)
+        else:
+            write[conn_id] = mark_sandbox_owned(conn)
+    return write, kept
+
+
+def _airflow_cli(*args: str) -> None:
+    from paceline.ops.localenv import airflow_configured
+
+    if not airflow_configured():
+        raise RuntimeError(
+            "no Airflow metadata database configured here (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN unset): "
+            "start the stack with `make run`, or `source var/env` first; the values are in `paceline sandbox status --json`"
         )
-    finally:
-        os.unlink(path)
+    beside = Path(sys.executable).with_name("airflow")
+    airflow = str(beside) if beside.exists() else (shutil.which("airflow") or "airflow")
+    done = subprocess.run([airflow, *args], capture_output=True, text=True)  # noqa: S603 - the venv's own airflow
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        raise RuntimeError(f"`airflow {args[0]} {args[1]}` failed: {lines[-1] if lines else done.returncode}")
+
+
+def write_airflow_connections(conns: dict[str, dict[str, Any]]) -> list[str]:
+    """Write the sandbox's connections into Airflow's metadata database (the UI shows them), except
+    those a user created or changed; return the ids left alone."""
+    with tempfile.TemporaryDirectory(prefix="paceline-conns-") as folder:  # mode 700: passwords inside
+        exported = Path(folder) / "existing.json"
+        _airflow_cli("connections", "export", str(exported), "--file-format", "json")
+        existing = json.loads(exported.read_text() or "{}")
+        write, kept = connections_to_write(conns, existing)
+        if write:
+            path = Path(folder) / "sandbox.json"
+            path.write_text(json.dumps(write))
+            _airflow_cli("connections", "import", "--overwrite", str(path))
+    return kept
 
 
 def _fixed_port(name: str) -> int:
@@ -237,8 +301,10 @@ def serve_forever(scale: str, seed: int) -> dict[str, Any]:
         notes.append("no paceline_warehouse connection in the environment: integrations not registered")
     if os.environ.get("PACELINE_SANDBOX_WRITE_CONNECTIONS", "1") == "1":
         try:
-            write_airflow_connections(connections_for(state))
-        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+            kept = write_airflow_connections(connections_for(state))
+            if kept:
+                notes.append(f"connections changed by a user, left as they are: {', '.join(sorted(kept))}")
+        except (RuntimeError, OSError) as exc:
             notes.append(f"Airflow connections not written: {exc}")
     tmp = state_file().with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
