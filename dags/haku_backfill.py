@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG, Param, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from paceline.dag_defaults import DEFAULT_ARGS
-from paceline.registrations import haku_backfill, haku_sync
+from paceline.registrations import engine, haku_backfill, haku_sync
 
 DOC = """
 ### Haku backfill (manual)
@@ -53,7 +52,8 @@ with DAG(
 
     @task
     def plan(params: dict | None = None) -> dict:
-        return haku_backfill.plan(params)
+        with engine.fail_fast():
+            return haku_backfill.plan(params)
 
     @task
     def small_events(planned: dict) -> list[list[dict]]:
@@ -76,12 +76,9 @@ with DAG(
         haku_backfill.wait_for_small_events(after_small, ti, run_id)
         return haku_backfill.sync_batch(events, params, large=True)
 
-    @task(trigger_rule="all_done")
-    def summary(dag_run=None) -> dict:  # noqa: ANN001 - Airflow's DagRun
-        try:
-            return haku_sync.summarize(dag_run.dag_id, dag_run.run_id)
-        except RuntimeError as exc:
-            raise AirflowFailException(str(exc)) from exc
+    @task(trigger_rule="all_done", retries=0)
+    def summary(ti=None, dag_run=None) -> dict:  # noqa: ANN001 - Airflow's task instance and run
+        return engine.summary_task(haku_sync.PROVIDER, ti, dag_run)
 
     planned = plan()
     small = sync_small.expand(events=small_events(planned))

@@ -41,6 +41,9 @@ def test_every_dag_has_tags_owner_docs_and_retries(dagbag) -> None:
         assert dag.doc_md and len(dag.doc_md.strip()) > 40, f"{dag_id} has no doc_md"
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
+            if task.task_id == "summary":  # a verdict on what the run did: a retry cannot change it
+                assert task.retries == 0, f"{dag_id}.summary retries: a failed verdict must fail the run at once"
+                continue
             assert task.retries >= 2, f"{dag_id}.{task.task_id} retries {task.retries} < 2"
 
 

@@ -14,7 +14,7 @@ import pytest
 from paceline.http.session import PermanentApiError
 from paceline.providers.haku.client import HakuClient
 from paceline.providers.haku.hook import HakuHook, TokenStore
-from paceline.registrations import haku_sync
+from paceline.registrations import engine, haku_sync
 from tests.registrations.haku_support import HakuWorld, audit_rows, haku_fixture  # noqa: F401 - fixture
 
 SMALL = "Pacific Coast 10K"  # partner 3, 60 registrations: three capped pages
@@ -210,11 +210,11 @@ def test_failed_incremental_falls_back_to_full(haku: HakuWorld, monkeypatch: pyt
     real = HakuClient.participant_pages
     attempts = []
 
-    def refusing_once(self, event_id, per_page=None):  # noqa: ANN001, ANN202
+    def refusing_once(self, event_id, per_page=None, start_page=1):  # noqa: ANN001, ANN202
         attempts.append(event_id)
         if len(attempts) == 1:
             raise PermanentApiError("sort_column not supported", status=400)
-        return real(self, event_id, per_page)
+        return real(self, event_id, per_page, start_page)
 
     monkeypatch.setattr(HakuClient, "participant_pages", refusing_once)
     result = haku_sync.sync_event(item, {})
@@ -272,14 +272,105 @@ def test_plan_selects_due_future_events_and_upserts_them(haku: HakuWorld) -> Non
     assert "Lakeshore Turkey Trot" not in future and "Lakeshore Marathon Weekend" in future
 
 
-def test_plan_refuses_unknown_partner_and_broken_connection(haku: HakuWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="valid timing_partner_id values: 2, 3"):
+def test_plan_refuses_unknown_partner_and_skips_a_broken_connection(haku: HakuWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "haku_sync")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__broken")
+    with pytest.raises(engine.ParamError, match="valid timing_partner_id values: 2, 3"):
         haku_sync.plan({"timing_partner_id": 99})
+    with pytest.raises(engine.ParamError, match="force_full_sync must be true or false"):
+        haku_sync.plan({"force_full_sync": "maybe"})
+    assert not engine.SyncParams.from_params({"force_full_sync": "false", "future_only": "false"}).future_only
     monkeypatch.delenv(f"AIRFLOW_CONN_{haku.integration(2)['conn_id'].upper()}")
-    with pytest.raises(ValueError, match="haku_tp2"):
-        haku_sync.plan({})
+    items = [i for b in haku_sync.plan({}) for i in b]  # tp3 is still planned
+    assert items and {i["integration"]["timing_partner_id"] for i in items} == {3}
     with psycopg.connect(haku.dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM registrations.haku_events").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM registrations.haku_events WHERE timing_partner_id = 2").fetchone()[0] == 0
+    with pytest.raises(engine.RunFailed, match=r"haku-tp2 plan: connection 'haku_tp2' .*is not defined"):
+        haku_sync.summarize("haku_sync", "manual__broken")
+    monkeypatch.delenv(f"AIRFLOW_CONN_{haku.integration(3)['conn_id'].upper()}")
+    with pytest.raises(engine.ConfigError, match="every selected integration is misconfigured"):
+        haku_sync.plan({})
+
+
+def test_a_killed_full_sync_resumes_from_its_last_committed_page(haku: HakuWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    item = haku.item(3, SMALL)  # 60 registrations, 25 per page: pages of 25, 25, 10
+    real = HakuClient.registration
+    calls = {"n": 0}
+
+    def dying(self, event_id, number):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 30:  # page 1 (25 details) committed, page 2 half read
+            raise Killed
+        return real(self, event_id, number)
+
+    monkeypatch.setattr(HakuClient, "registration", dying)
+    with pytest.raises(Killed):
+        haku_sync.sync_event(item, {})
+    assert len(haku.stored(3)) == 25  # page 1 kept: the kill lost one page at most
+    monkeypatch.setattr(HakuClient, "registration", real)
+    haku.reset_stats()
+    again = haku_sync.sync_event(item, {})  # what clearing the task does
+    assert again["reason"].startswith("resuming at page 2") and again["status"] == "success"
+    assert haku.calls(3, "registration") == 35  # pages 2 and 3 only: page 1's details are not asked again
+    haku.assert_matches_truth(3, {item["event_id"]})
+    assert haku_sync.sync_event(item, {})["sync_type"] == "incremental"  # the cursor was set at the end
+
+
+def test_a_detail_that_keeps_failing_is_rejected_and_the_event_completes(haku: HakuWorld) -> None:
+    item = haku.item(3, TINY)
+    haku_sync.sync_event(item, {})
+    number = sorted(p for _, p in haku.stored(3) if _ == item["event_id"])[0]
+    haku.mutate("modify_participants", event_id=item["event_id"], n=5)
+    haku.knobs(fail_registration=number)  # this detail answers 500 whatever the retries
+    result = haku_sync.sync_event(item, {})
+    assert result["status"] == "success" and result["rejected"] == 1 and result["updated"] == 4
+    haku.knobs(fail_registration=None)
+    again = haku_sync.sync_event(item, {})  # the held cursor asks for it again
+    assert again["updated"] == 1
+    haku.assert_matches_truth(3, {item["event_id"]})
+    with psycopg.connect(haku.dsn) as conn:
+        kept = conn.execute("SELECT count(*), max(times_seen) FROM paceline.rejected_records WHERE record_key = %s",
+                            (number,)).fetchone()
+    assert kept == (1, 1)
+
+
+def test_a_budgeted_sync_continues_in_the_next_runs(haku: HakuWorld) -> None:
+    item = haku.item(3, SMALL)
+    first = haku_sync.sync_event(item, {}, call_budget=20)  # a page costs 26 calls: one page per sync
+    assert first["status"] == "partial" and first["inserted"] == 25
+    assert audit_rows(haku.dsn, item["event_id"])[-1]["status"] == "partial"
+    planned = [i["event_id"] for b in haku_sync.plan({"timing_partner_id": 3}) for i in b]
+    assert item["event_id"] in planned  # an event part-way is always due
+    second = haku_sync.sync_event(item, {}, call_budget=20)
+    third = haku_sync.sync_event(item, {}, call_budget=20)
+    assert (second["status"], second["inserted"]) == ("partial", 25)
+    assert (third["status"], third["inserted"]) == ("success", 10)
+    haku.assert_matches_truth(3, {item["event_id"]})
+
+
+def test_two_writers_of_one_event_take_turns(haku: HakuWorld) -> None:
+    """The scheduled sync and a backfill (or two overlapping runs) never interleave on one event."""
+    import threading
+
+    item = haku.item(3, TINY)
+    lock_name = engine.event_lock_name("haku", 3, item["event_id"])
+    with psycopg.connect(haku.dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_name,))
+        done: list[dict] = []
+        writer = threading.Thread(target=lambda: done.append(haku_sync.sync_event(item, {})))
+        writer.start()
+        waiting = 0
+        for _ in range(600):  # until the writer waits on the lock (counted, not timed)
+            waiting = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
+            if waiting:
+                break
+            writer.join(0.05)
+        assert waiting == 1 and not done and haku.calls(3, "participants") == 0  # it waits before any call
+        holder.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock_name,))
+    writer.join(60)
+    assert done and done[0]["status"] == "success"
+    haku.assert_matches_truth(3, {item["event_id"]})
 
 
 def test_models_parse_defensively() -> None:

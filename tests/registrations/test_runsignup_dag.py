@@ -22,4 +22,5 @@ def test_runsignup_sync_dag_imports(warehouse_dsn) -> None:
     assert tasks["sync"].pool == "runsignup_api"
     assert tasks["sync"].map_index_template
     assert str(tasks["summary"].trigger_rule) in ("all_done", "TriggerRule.ALL_DONE")
-    assert all(t.retries >= 2 and t.owner == "paceline" for t in dag.tasks)
+    assert all(t.retries >= 2 for t in dag.tasks if t.task_id != "summary") and tasks["summary"].retries == 0
+    assert all(t.owner == "paceline" for t in dag.tasks)

@@ -352,3 +352,32 @@ def summarize_run(
     if failures:
         raise RunFailed(f"{len(failures)} failure(s) in this {provider} run: " + "; ".join(failures[:30]))
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Glue for the DAG files
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Bad params and missing configuration fail the task at once, without retries: a retry
+    cannot fix them, and the message says what to change."""
+    try:
+        yield
+    except (ParamError, ConfigError) as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
+
+
+def summary_task(provider: str, ti: Any, dag_run: Any) -> dict[str, Any]:
+    """The body of a registration DAG's `summary` task (trigger rule all_done): the run's verdict
+    from the audit table and from the states of every other task of the run; fails the task (and
+    so the run) without retries when anything failed."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    try:
+        return summarize_run(provider, dag_run.dag_id, dag_run.run_id, states, own_task_id=ti.task_id)
+    except RunFailed as exc:
+        raise AirflowFailException(str(exc)) from exc

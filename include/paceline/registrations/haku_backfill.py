@@ -30,6 +30,7 @@ from paceline.http.limiter import hour_seconds
 from paceline.providers.haku.client import HakuClient
 from paceline.providers.haku.models import HakuEvent
 from paceline.registrations import haku_sync
+from paceline.registrations.engine import ParamError
 from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, batch
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,14 @@ class BackfillParams:
             try:
                 return date.fromisoformat(str(value)[:10])
             except ValueError:
-                raise ValueError(f"{name} {value!r} is not a date (YYYY-MM-DD)") from None
+                raise ParamError(f"{name} {value!r} is not a date (YYYY-MM-DD)") from None
 
         start, end = day("start_date"), day("end_date")
         if start and end and start > end:
-            raise ValueError(f"start_date {start} is after end_date {end}")
+            raise ParamError(f"start_date {start} is after end_date {end}")
         threshold = int(params.get("large_threshold") or DEFAULT_LARGE_THRESHOLD)
         if threshold < 1:
-            raise ValueError("large_threshold must be at least 1")
+            raise ParamError("large_threshold must be at least 1")
         return cls(
             integration_id=params.get("integration_id") or None,
             start_date=start,
@@ -89,7 +90,7 @@ class BackfillParams:
 
 
 def _estimate(integration: Integration, events: list[HakuEvent]) -> tuple[list[tuple[HakuEvent, int]], int, list[str]]:
-    hook = haku_sync.hook_for(integration)
+    hook = haku_sync.hook_for(integration, background=True)  # a scheduled sync of the credential goes first
     session = hook.get_conn()
     sized, errors = [], []
     try:
@@ -111,9 +112,9 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
     p = BackfillParams.from_params(params)
     now = now or datetime.now(UTC)
     dsn = dsn or haku_sync.warehouse_dsn()
-    with connect(dsn, autocommit=True) as conn:
-        integrations = haku_sync.select_and_validate(conn, {}, p.integration_id)
-        found = haku_sync.discover(conn, integrations, p.per_page)
+    integrations = haku_sync.select_and_validate(None, p.integration_id)
+    # the whole history, past events included; background calls, like the backfill's own
+    found = haku_sync.discover(integrations, p.per_page, show_inactive=True, background=True, dsn=dsn)
     chosen = {iid: (integ, [e for e in events if p.covers(e)]) for iid, (integ, events) in found.items()}
     # each credential sizes its own events; credentials run side by side (their quotas are separate)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:

@@ -1,35 +1,40 @@
-"""Haku registrations: plan the due events, then sync each event in one transaction.
+"""Haku registrations: the Haku adapter of the registration engine.
 
-How an event is synced (docs/providers.md, Haku):
+What is Haku's own (the rest is :mod:`paceline.registrations.engine`'s):
 
+* events are listed with ``show_inactive`` only when past events are wanted, so the scheduled
+  sync does not page through every past event every 15 minutes;
 * participant summaries are listed newest change first (``sort_column=updated_at``,
   ``sort_direction=desc``) page after page until an EMPTY page, because the server caps
-  ``per_page`` silently; an incremental sync stops at the first summary older than the
-  event's cursor (inclusive at the cursor: equal stamps are re-read, the upsert dedupes them);
+  ``per_page`` silently; an incremental sync stops at the first summary older than the event's
+  cursor (inclusive at the cursor: equal stamps are re-read, the upsert dedupes them);
 * a registration's detail is fetched only when the summary is new or its ``updated_at``
-  differs from the stored one, so an unchanged event costs its listing pages and nothing more;
-* the participants, the new cursor (the newest ``updated_at`` the listing showed) and the
-  audit row commit in one transaction: a killed task leaves the event as it was before or after;
-* a record that cannot be parsed goes to ``paceline.rejected_records`` and the rest commits; the
-  cursor is held at or below the rejected record, so that the next run reads it again.
+  differs from the stored one, so an unchanged event costs its listing pages and nothing more.
 
-Full sync (the whole listing) for a new event, when the last full sync is older than
-``incremental_days``, on ``force_full_sync`` (which also re-reads every detail), and as a
-fallback when an incremental listing fails in a way a full one can fix.
+An event commits **page by page**: each page's registrations, rejected records and the sync's
+progress (the next page, the newest stamp seen, where the cursor must be held) commit together
+in the watermark scope ``resume:<event_id>``. A killed task loses at most one page; the next sync
+of the event resumes from the committed page. The event's cursor (scope ``event:<event_id>``) and
+its audit row commit with the last page. A scheduled sync spends at most ``event_call_budget``
+calls on one event (default: an eighth of the credential's hourly quota); a large first sync
+then continues in the next runs, and the events near in time keep their 15-minute cadence.
+
+A detail that keeps failing (5xx after the retries, or an answer that cannot be parsed) is kept
+in ``paceline.rejected_records``, the cursor is held below it (the next sync asks again) and the
+event completes. A registration listed and then gone (404) is skipped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
-
-import psycopg
 
 from paceline import audit, watermarks
 from paceline.db.warehouse import connect, dsn_from_airflow, upsert
@@ -40,9 +45,10 @@ from paceline.http.session import (
     RetryPolicy,
     ThrottleStormError,
     TransientApiError,
+    redact,
 )
 from paceline.providers.haku.client import DEFAULT_PER_PAGE, HakuClient
-from paceline.providers.haku.hook import HakuHook
+from paceline.providers.haku.hook import DEFAULT_CALLS_PER_HOUR, HakuHook
 from paceline.providers.haku.models import (
     HakuEvent,
     ParseError,
@@ -54,15 +60,9 @@ from paceline.providers.haku.models import (
     parse_summary,
     registration_number_of,
 )
-from paceline.registrations.planning import (
-    MAX_MAPPED_ITEMS,
-    Integration,
-    batch,
-    is_due,
-    select_integrations,
-    tiers_from_param,
-    validate_connection,
-)
+from paceline.registrations import engine
+from paceline.registrations.engine import ParamError, PlanFailure, SyncParams
+from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, batch, select_integrations
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,10 @@ PARTICIPANT_KEY = ["event_id", "participant_id", "timing_partner_id"]
 EVENTS_TABLE = "registrations.haku_events"
 EVENT_KEY = ["timing_partner_id", "event_id"]
 REQUIRED_FIELDS = ("login", "password")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_CURSOR = "1970-01-01T00:00:00Z"  # "read everything" (an empty event, or a held cursor)
+BUDGET_SHARE_OF_HOUR = 8  # a scheduled sync spends at most 1/8 of the hourly quota on one event
+PROGRESS_EVERY_PAGES = 10
 
 SELECT_STORED = """
 SELECT participant_id, updated_at, is_cancelled FROM registrations.haku_participants
@@ -81,38 +84,17 @@ WHERE event_id = %s AND timing_partner_id = %s
 SELECT_EVENT_WATERMARKS = """
 SELECT scope, updated_at FROM paceline.watermarks WHERE integration_id = %s AND scope LIKE 'event:%%'
 """
-LOCK_EVENT = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+SELECT_RESUMING = """
+SELECT substr(scope, 8) FROM paceline.watermarks WHERE integration_id = %s AND scope LIKE 'resume:%%'
+"""
 
 
 def scope_of(event_id: str) -> str:
     return f"event:{event_id}"
 
 
-@dataclass(frozen=True)
-class SyncParams:
-    """The DAG params (docs/contract.md), with their defaults."""
-
-    force_full_sync: bool = False
-    incremental_days: int = 7
-    timing_partner_id: int | None = None
-    future_only: bool = True
-    due_only: bool = True
-    per_page: int = DEFAULT_PER_PAGE
-    proximity_tiers: Any = None
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> SyncParams:
-        params = dict(params or {})
-        tp = params.get("timing_partner_id")
-        return cls(
-            force_full_sync=bool(params.get("force_full_sync", False)),
-            incremental_days=int(params.get("incremental_days", 7) if params.get("incremental_days") is not None else 7),
-            timing_partner_id=None if tp in (None, "") else int(tp),
-            future_only=bool(params.get("future_only", True)),
-            due_only=bool(params.get("due_only", True)),
-            per_page=int(params.get("per_page") or DEFAULT_PER_PAGE),
-            proximity_tiers=params.get("proximity_tiers"),
-        )
+def resume_scope_of(event_id: str) -> str:
+    return f"resume:{event_id}"
 
 
 def retry_policy() -> RetryPolicy | None:
@@ -151,6 +133,10 @@ def batch_label(items: list[Mapping[str, Any]]) -> str:
     return label(items[0]) + (f" +{len(items) - 1} more" if len(items) > 1 else "")
 
 
+def default_call_budget(integration: Integration) -> int:
+    return max(1, (integration.calls_per_hour or DEFAULT_CALLS_PER_HOUR) // BUDGET_SHARE_OF_HOUR)
+
+
 # ---------------------------------------------------------------------------------------------
 # Planning
 
@@ -167,13 +153,15 @@ def interleave(groups: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
-def list_events(hook: HakuHook, per_page: int = DEFAULT_PER_PAGE) -> tuple[list[HakuEvent], list[tuple[Any, str]], int]:
-    """Every event of the credential (past ones included); rejects; calls spent."""
+def list_events(
+    hook: HakuHook, per_page: int = DEFAULT_PER_PAGE, *, show_inactive: bool = True
+) -> tuple[list[HakuEvent], list[tuple[Any, str]], int]:
+    """The credential's events (past ones only with `show_inactive`); rejects; calls spent."""
     session = hook.get_conn()
     try:
         client = HakuClient(session, per_page)
         events, rejects, seen = [], [], set()
-        for raw in client.iter_events(show_inactive=True):
+        for raw in client.iter_events(show_inactive=show_inactive):
             try:
                 event = parse_event(raw)
             except ParseError as exc:
@@ -210,32 +198,34 @@ def work_item(integration: Integration, event: HakuEvent, **extra: Any) -> dict[
 
 
 def discover(
-    conn: psycopg.Connection, integrations: list[Integration], per_page: int
+    integrations: list[Integration], per_page: int, *, show_inactive: bool, background: bool = False,
+    dsn: str | None = None,
 ) -> dict[str, tuple[Integration, list[HakuEvent]]]:
     """List every integration's events and upsert them (one transaction per integration).
 
-    An integration whose listing fails is logged and audited, and the others go on: one partner's
-    expired credential must not stop every partner's sync.
+    An integration whose listing fails is audited as a plan failure (the run's summary names it)
+    and the others go on: one partner's expired credential must not stop every partner's sync.
+    `background`: the listing calls are background calls (a backfill's plan), which let a
+    scheduled sync of the same credential go first.
     """
     found: dict[str, tuple[Integration, list[HakuEvent]]] = {}
     failures = []
     for integration in integrations:
         started = datetime.now(UTC)
         try:
-            events, rejects, calls = list_events(hook_for(integration), per_page)
-        except Exception as exc:
-            log.error("listing events of %s failed: %s", integration.integration_id, exc)
-            failures.append(f"{integration.integration_id}: {exc}")
-            with conn.transaction():
-                audit.AuditRecord(
-                    PROVIDER, "events", "events", integration.integration_id, integration.timing_partner_id,
-                    status="failed", error=str(exc)[:2000], started_at=started,
-                ).write(conn)
+            events, rejects, calls = list_events(hook_for(integration, background=background), per_page,
+                                                 show_inactive=show_inactive)
+        except ApiError as exc:
+            failure = PlanFailure(integration.integration_id, integration.timing_partner_id,
+                                  f"listing events failed: {redact(str(exc))}")
+            engine.record_plan_failure(PROVIDER, failure, started=started)
+            failures.append(str(failure))
             continue
-        with conn.transaction():
+        with connect(dsn) as conn, conn.transaction():
             result = upsert(conn, EVENTS_TABLE, [event_row(integration, e) for e in events], EVENT_KEY)
             for raw, reason in rejects:
-                audit.reject(conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id, unit="events")
+                audit.reject(conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id,
+                             unit="events")
             audit.AuditRecord(
                 PROVIDER, "events", "events", integration.integration_id, integration.timing_partner_id,
                 rows_inserted=result.inserted, rows_updated=result.updated, rows_rejected=len(rejects),
@@ -248,42 +238,48 @@ def discover(
     return found
 
 
-def select_and_validate(conn: psycopg.Connection, provider_param: Mapping[str, Any], integration_id: str | None = None) -> list[Integration]:
-    """Integrations of the run, every connection checked before anything is written."""
-    integrations = select_integrations(conn, PROVIDER, provider_param.get("timing_partner_id"))
+def select_and_validate(timing_partner_id: int | None = None, integration_id: str | None = None) -> list[Integration]:
+    """The run's usable integrations (engine.select_run_integrations), narrowed to one when named."""
     if integration_id is not None:
-        chosen = [i for i in integrations if i.integration_id == integration_id]
-        if not chosen:
-            valid = ", ".join(i.integration_id for i in integrations) or "(none enabled)"
-            raise ValueError(f"integration_id {integration_id!r} names no enabled haku integration; valid: {valid}")
-        integrations = chosen
-    if not integrations:
-        raise ValueError("no enabled haku integration in registrations.provider_integrations")
-    for integration in integrations:
-        validate_connection(HakuHook, integration.conn_id, REQUIRED_FIELDS)
+        with connect() as conn:
+            known = [i for i in select_integrations(conn, PROVIDER, None) if i.integration_id == integration_id]
+        if not known:
+            with connect() as conn:
+                valid = ", ".join(i.integration_id for i in select_integrations(conn, PROVIDER, None))
+            raise ParamError(f"integration_id {integration_id!r} names no enabled haku integration; "
+                             f"valid: {valid or '(none enabled)'}")
+        timing_partner_id = known[0].timing_partner_id
+    integrations = engine.select_run_integrations(PROVIDER, HakuHook, REQUIRED_FIELDS, timing_partner_id)
+    if integration_id is not None:
+        integrations = [i for i in integrations if i.integration_id == integration_id]
+        if not integrations:
+            raise engine.ConfigError(f"integration {integration_id} is misconfigured (see the plan's log)")
     return integrations
 
 
 def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str | None = None) -> list[list[dict[str, Any]]]:
-    """The run's work: batches of events (one per mapped task while there are few enough)."""
+    """The run's work: batches of events (one per mapped task while there are few enough).
+
+    Due events by proximity (undated ones as far away), nearest first, and every event whose
+    last sync stopped part-way (it resumes)."""
     p = SyncParams.from_params(params)
     now = now or datetime.now(UTC)
-    tiers = tiers_from_param(p.proximity_tiers)
-    with connect(dsn or warehouse_dsn(), autocommit=True) as conn:
-        integrations = select_and_validate(conn, {"timing_partner_id": p.timing_partner_id})
-        found = discover(conn, integrations, p.per_page)
-        groups = []
+    integrations = select_and_validate(p.timing_partner_id)
+    found = discover(integrations, p.per_page or DEFAULT_PER_PAGE, show_inactive=not p.future_only, dsn=dsn)
+    groups = []
+    with connect(dsn, autocommit=True) as conn:
         for integration, events in found.values():
             last_synced = {
                 scope.removeprefix("event:"): at
                 for scope, at in conn.execute(SELECT_EVENT_WATERMARKS, (integration.integration_id,)).fetchall()
             }
+            resuming = {row[0] for row in conn.execute(SELECT_RESUMING, (integration.integration_id,))}
             chosen = []
             for event in events:
                 if p.future_only and event.event_date is not None and event.event_date < now.date():
                     continue
-                if p.due_only and not p.force_full_sync and event.event_date is not None:
-                    if not is_due(event.event_date, last_synced.get(event.event_id), now, tiers):
+                if p.due_only and not p.force_full_sync and event.event_id not in resuming:
+                    if not engine.is_due_event(event.event_date, last_synced.get(event.event_id), now, p.proximity_tiers):
                         continue
                 chosen.append(event)
             chosen.sort(key=lambda e: abs((e.event_date - now.date()).days) if e.event_date else 10**6)
@@ -298,83 +294,122 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
 
 
 @dataclass
-class Listing:
-    """What one pass over an event's participants found."""
+class Progress:
+    """Where a sync of an event stands; committed with each page, so a kill loses one page at most."""
 
+    full: bool
+    reason: str
+    since: str | None  # the incremental cursor (None: the whole listing)
+    refetch_all: bool = False
+    next_page: int = 1
+    newest: str | None = None  # newest summary stamp seen since the sync began: the next cursor
+    hold: str | None = None  # the cursor may not pass this (a rejected record lies here)
+    hold_next: bool = False  # a summary without a readable stamp: hold at the next stamp below it
+    listed: int = 0
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def decode(cls, value: str) -> Progress | None:
+        try:
+            return cls(**json.loads(value))
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def sync_type(self) -> str:
+        return "full" if self.full else "incremental"
+
+
+@dataclass
+class PageResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[tuple[str | None, str, Any]] = field(default_factory=list)  # (key, reason, raw)
-    listed: int = 0  # distinct registrations in the listing
-    newest: datetime | None = None  # newest summary updated_at seen
-    hold: datetime | None = None  # the cursor may not pass this (a rejected record lies here)
     details: int = 0
-    missing: int = 0  # listed, then gone (404) when its detail was asked for
+    missing: int = 0
+    reached_cursor: bool = False
 
 
-def _min(a: datetime | None, b: datetime) -> datetime:
-    return b if a is None or b < a else a
+def _ts(value: str | None) -> datetime | None:
+    return parse_datetime(value, "cursor") if value else None
 
 
-def collect(
-    client: HakuClient,
-    event_id: str,
-    timing_partner_id: int,
-    stored: dict[str, tuple[datetime | None, bool]],
-    cursor: datetime | None,
-    refetch_all: bool = False,
-) -> Listing:
-    out = Listing()
+def _hold(progress: Progress, at: datetime | None) -> None:
+    at = at or EPOCH
+    current = _ts(progress.hold)
+    if current is None or at < current:
+        progress.hold = format_ts(at)
+
+
+def read_page(
+    client: HakuClient, event_id: str, timing_partner_id: int, page: list[Any],
+    stored: dict[str, tuple[datetime | None, bool]], progress: Progress, seen: set[str],
+) -> PageResult:
+    """One page of summaries: the details it needs, parsed; rejects; whether the cursor was reached."""
+    out = PageResult()
+    since = _ts(progress.since)
     needed: list[ParticipantSummary] = []
-    seen: set[str] = set()
-    hold_next = False  # a summary without a readable stamp: hold at the next stamp below it
-    stop = False
-    for page in client.participant_pages(event_id):
-        for raw in page:
-            try:
-                summary = parse_summary(raw)
-            except ParseError as exc:
-                number = registration_number_of(raw)
-                if number is None:
-                    out.rejects.append((None, f"participant summary: {exc}", raw))
-                    hold_next = True
-                    continue
-                summary = ParticipantSummary(number, None, False)  # the detail will tell
-            if summary.updated_at is not None:
-                if hold_next:
-                    out.hold, hold_next = _min(out.hold, summary.updated_at), False
-                if cursor is not None and summary.updated_at < cursor:
-                    stop = True  # sorted newest first: everything after this is older still
-                    break
-                out.newest = summary.updated_at if out.newest is None else max(out.newest, summary.updated_at)
-            if summary.registration_number in seen:
-                continue  # a change during paging shifted it onto the next page
-            seen.add(summary.registration_number)
-            before = stored.get(summary.registration_number)
-            if refetch_all or before is None or summary.updated_at is None or before[0] != summary.updated_at:
-                needed.append(summary)
-        if stop:
-            break
-    if hold_next:  # nothing below the unreadable summary: make the next run read everything
-        out.hold = _min(out.hold, datetime(1970, 1, 1, tzinfo=UTC))
-    out.listed = len(seen)
-    for summary in needed:
+    for raw in page:
         try:
-            raw = client.registration(event_id, summary.registration_number)
+            summary = parse_summary(raw)
+        except ParseError as exc:
+            number = registration_number_of(raw)
+            if number is None:
+                out.rejects.append((None, f"participant summary: {exc}", raw))
+                progress.hold_next = True
+                continue
+            summary = ParticipantSummary(number, None, False)  # the detail will tell
+        if summary.updated_at is not None:
+            if progress.hold_next:
+                _hold(progress, summary.updated_at)
+                progress.hold_next = False
+            if since is not None and summary.updated_at < since:
+                out.reached_cursor = True  # sorted newest first: everything after this is older still
+                break
+            newest = _ts(progress.newest)
+            if newest is None or summary.updated_at > newest:
+                progress.newest = format_ts(summary.updated_at)
+        if summary.registration_number in seen:
+            continue  # a change during paging shifted it onto the next page
+        seen.add(summary.registration_number)
+        progress.listed += 1
+        before = stored.get(summary.registration_number)
+        if progress.refetch_all or before is None or summary.updated_at is None or before[0] != summary.updated_at:
+            needed.append(summary)
+    for summary in needed:
+        number = summary.registration_number
+        try:
+            raw = client.registration(event_id, number)
         except PermanentApiError as exc:
-            if exc.status != 404:
+            if exc.status == 404:
+                log.warning("registration %s of event %s vanished after listing", number, event_id)
+                out.missing += 1
+                continue
+            if exc.status in (401, 403):
                 raise
-            log.warning("registration %s of event %s vanished after listing", summary.registration_number, event_id)
-            out.missing += 1
+            raw, failed = None, f"HTTP {exc.status}"
+        except TransientApiError as exc:
+            raw, failed = None, f"HTTP {exc.status}" if exc.status else "no answer"
+        else:
+            failed = None
+        if failed is not None:  # kept failing after the session's retries: reject it, finish the event
+            log.warning("registration %s of event %s: detail failed (%s); kept in rejected_records", number,
+                        event_id, failed)
+            out.rejects.append((number, f"registration detail failed after retries: {failed}",
+                                {"registration_number": number, "failure": failed}))
+            _hold(progress, summary.updated_at)
             continue
         out.details += 1
         try:
             registration = parse_registration(raw)
         except ParseError as exc:
-            out.rejects.append((summary.registration_number, f"registration detail: {exc}", raw))
-            out.hold = _min(out.hold, summary.updated_at or datetime(1970, 1, 1, tzinfo=UTC))
+            out.rejects.append((number, f"registration detail: {exc}", raw))
+            _hold(progress, summary.updated_at)
             continue
-        if registration.registration_number != summary.registration_number:
-            out.rejects.append((summary.registration_number, "registration detail answers for another registration", raw))
-            out.hold = _min(out.hold, summary.updated_at or datetime(1970, 1, 1, tzinfo=UTC))
+        if registration.registration_number != number:
+            out.rejects.append((number, "registration detail answers for another registration", raw))
+            _hold(progress, summary.updated_at)
             continue
         row = registration.row(event_id, timing_partner_id)
         row["synced_at"] = datetime.now(UTC)
@@ -382,26 +417,23 @@ def collect(
     return out
 
 
-@dataclass
-class Decision:
-    sync_type: str  # full | incremental
-    reason: str
-    cursor: datetime | None
-    refetch_all: bool = False
-
-
-def decide(wm: watermarks.Watermark | None, p: SyncParams, now: datetime) -> Decision:
-    if p.force_full_sync:
-        return Decision("full", "force_full_sync", None, refetch_all=True)
-    if wm is None:
-        return Decision("full", "new event", None)
-    if wm.last_full_sync_at is None or now - wm.last_full_sync_at > timedelta(days=p.incremental_days):
-        return Decision("full", f"last full sync older than incremental_days={p.incremental_days}", None)
+def _start(
+    wm: watermarks.Watermark | None, resumed: Progress | None, p: SyncParams, now: datetime, full: bool
+) -> Progress:
+    """Where this sync starts: where the last one stopped, or the engine's full/incremental rule."""
+    if resumed is not None and (resumed.full or not (full or p.force_full_sync)):
+        resumed.reason = f"resuming at page {resumed.next_page} ({resumed.reason})"
+        return resumed
+    decision = engine.decide(wm is not None, wm.last_full_sync_at if wm else None, p, now)
+    if full and not decision.full:
+        decision = engine.Decision(True, "backfill")
+    if decision.full:
+        return Progress(True, decision.reason, None, refetch_all=p.force_full_sync)
     try:
-        cursor = parse_datetime(wm.cursor_value, "cursor")
+        cursor = parse_datetime(wm.cursor_value, "cursor") if wm else None
     except ParseError:
-        return Decision("full", f"unreadable cursor {wm.cursor_value!r}", None)
-    return Decision("incremental", f"since {wm.cursor_value}", cursor)
+        return Progress(True, f"unreadable cursor {wm.cursor_value!r}", None)
+    return Progress(False, f"since {wm.cursor_value}", format_ts(cursor) if cursor else None)
 
 
 def _fixable_by_full(exc: Exception) -> bool:
@@ -422,45 +454,60 @@ def sync_event(
     estimated_size: int | None = None,
     hook: HakuHook | None = None,
     dsn: str | None = None,
+    call_budget: int | None = None,
 ) -> dict[str, Any]:
-    """Sync one event and commit it in one transaction; return its figures (the audit row's)."""
+    """Sync one event, committing page by page under the event's writer lock; return its figures.
+
+    `call_budget`: stop after about this many calls, leaving the rest for the event's next sync
+    (the audit row then says ``partial``); None: no budget.
+    """
     p = SyncParams.from_params(params)
     integration = Integration.from_dict(item["integration"])
     event_id = str(item["event_id"])
+    dsn = dsn or warehouse_dsn()
+    with engine.event_writer(PROVIDER, integration.timing_partner_id, event_id, dsn=dsn):
+        return _sync_event_locked(item, p, integration, event_id, sync_type, full, estimated_size,
+                                  hook or hook_for(integration), dsn, call_budget)
+
+
+def _sync_event_locked(
+    item: Mapping[str, Any], p: SyncParams, integration: Integration, event_id: str, sync_type: str | None,
+    full: bool, estimated_size: int | None, hook: HakuHook, dsn: str, call_budget: int | None,
+) -> dict[str, Any]:
     started = datetime.now(UTC)
     clock = time.monotonic()
-    dsn = dsn or warehouse_dsn()
-    hook = hook or hook_for(integration)
     record = audit.AuditRecord(
         PROVIDER, event_id, sync_type or "full", integration.integration_id, integration.timing_partner_id,
         estimated_size=estimated_size, started_at=started,
     )
     session = None
+    details = 0
     try:
         with connect(dsn, autocommit=True) as conn:
             wm = watermarks.get(conn, integration.integration_id, scope_of(event_id))
+            resume_wm = watermarks.get(conn, integration.integration_id, resume_scope_of(event_id))
             stored = {r[0]: (r[1], r[2]) for r in conn.execute(SELECT_STORED, (event_id, integration.timing_partner_id))}
-        decision = decide(wm, p, started)
-        if full and decision.sync_type != "full":
-            decision = Decision("full", "backfill", None, refetch_all=p.force_full_sync)
-        record.sync_type = sync_type or decision.sync_type
-        log.info("event %s (%s): %s sync, %s", event_id, integration.integration_id, decision.sync_type, decision.reason)
+        progress = _start(wm, Progress.decode(resume_wm.cursor_value) if resume_wm else None, p, started, full)
+        record.sync_type = sync_type or progress.sync_type
+        log.info("event %s (%s): %s sync, %s", event_id, integration.integration_id, progress.sync_type, progress.reason)
         session = hook.get_conn()
-        client = HakuClient(session, p.per_page)
+        client = HakuClient(session, p.per_page or DEFAULT_PER_PAGE)
         try:
-            listing = collect(client, event_id, integration.timing_partner_id, stored, decision.cursor, decision.refetch_all)
+            done, details = _sync_pages(client, event_id, integration, stored, progress, record, dsn, call_budget,
+                                        estimated_size)
         except Exception as exc:
-            if decision.sync_type != "incremental" or not _fixable_by_full(exc):
+            if progress.full or progress.next_page > 1 or not _fixable_by_full(exc):
                 raise
             log.warning("incremental sync of event %s failed (%s): falling back to a full sync", event_id, exc)
-            decision = Decision("full", f"fallback after: {exc}", None)
+            progress = Progress(True, f"fallback after: {exc}", None)
             record.sync_type = sync_type or "full"
-            listing = collect(client, event_id, integration.timing_partner_id, stored, None)
+            done, details = _sync_pages(client, event_id, integration, stored, progress, record, dsn, call_budget,
+                                        estimated_size)
         record.calls = session.stats.calls
-        _commit(dsn, integration, event_id, decision, wm, listing, stored, record)
+        _finish(dsn, integration, event_id, wm, progress, record, done)
     except Exception as exc:
         record.status = "failed"
-        record.error = f"{exc.__class__.__name__}: {exc}"[:2000]
+        record.error = redact(f"{exc.__class__.__name__}: {exc}")[:2000]
         record.calls = session.stats.calls if session is not None else 0
         try:
             with connect(dsn) as conn, conn.transaction():
@@ -476,62 +523,118 @@ def sync_event(
         "timing_partner_id": integration.timing_partner_id,
         "event_id": event_id,
         "sync_type": record.sync_type,
-        "reason": decision.reason,
+        "status": record.status,
+        "reason": progress.reason,
         "inserted": record.rows_inserted,
         "updated": record.rows_updated,
         "cancelled": record.rows_removed,
         "rejected": record.rows_rejected,
-        "listed": listing.listed,
-        "details": listing.details,
+        "listed": progress.listed,
+        "details": details,
         "calls": record.calls,
         "estimated_size": estimated_size,
         "actual_size": record.actual_size,
         "seconds": round(time.monotonic() - clock, 3),
     }
-    log.info("event %s done: %s", event_id, figures)
+    log.info("event %s %s: %s", event_id, "done" if record.status == "success" else "stopped part-way", figures)
     return figures
 
 
-def _commit(
-    dsn: str,
-    integration: Integration,
-    event_id: str,
-    decision: Decision,
-    wm: watermarks.Watermark | None,
-    listing: Listing,
-    stored: dict[str, tuple[datetime | None, bool]],
-    record: audit.AuditRecord,
+def _sync_pages(
+    client: HakuClient, event_id: str, integration: Integration, stored: dict[str, tuple[datetime | None, bool]],
+    progress: Progress, record: audit.AuditRecord, dsn: str, call_budget: int | None, estimated_size: int | None,
+) -> tuple[bool, int]:
+    """Read and commit pages from progress.next_page; (whether the listing was read to its end, details)."""
+    seen: set[str] = set()
+    details = 0
+    first_calls = client.calls
+    pages = 0
+    for page in client.participant_pages(event_id, start_page=progress.next_page):
+        result = read_page(client, event_id, integration.timing_partner_id, page, stored, progress, seen)
+        details += result.details
+        progress.next_page += 1
+        _commit_page(dsn, integration, event_id, result, stored, progress, record)
+        pages += 1
+        if result.reached_cursor:
+            return True, details
+        spent = client.calls - first_calls
+        if pages % PROGRESS_EVERY_PAGES == 0:
+            _log_progress(event_id, integration, progress, spent, estimated_size)
+        if call_budget is not None and spent >= call_budget:
+            log.info("event %s: %d calls spent (budget %d); the rest follows in its next sync, from page %d",
+                     event_id, spent, call_budget, progress.next_page)
+            return False, details
+    return True, details
+
+
+def _log_progress(
+    event_id: str, integration: Integration, progress: Progress, calls: int, estimated_size: int | None
 ) -> None:
-    """Participants, rejects, cursor and audit row: all in one transaction."""
-    old = None
-    if wm is not None:
-        try:
-            old = parse_datetime(wm.cursor_value, "cursor")
-        except ParseError:
-            old = None
-    cursor = listing.newest
-    if decision.sync_type == "incremental" and old is not None:
-        cursor = old if cursor is None else max(cursor, old)
-    if listing.hold is not None:
-        cursor = listing.hold if cursor is None else min(cursor, listing.hold)
-    cursor_value = format_ts(cursor) if cursor is not None else EPOCH_CURSOR
-    record.rows_removed = sum(1 for r in listing.rows if r["is_cancelled"] and not stored.get(r["participant_id"], (None, False))[1])
-    record.rows_rejected = len(listing.rejects)
-    if decision.sync_type == "full":
-        record.actual_size = listing.listed
+    """How far a long event has come, and when it ends at the credential's quota."""
+    quota = integration.calls_per_hour or DEFAULT_CALLS_PER_HOUR
+    if estimated_size:
+        per_page = max(1, progress.listed // max(1, progress.next_page - 1))
+        remaining = max(0, estimated_size - progress.listed)
+        remaining_calls = remaining + remaining // per_page  # a detail each, and the listing pages
+        log.info("event %s: %d of ~%d registrations listed, %d calls so far; ~%d calls left, ETA %.1f h at %d/h",
+                 event_id, progress.listed, estimated_size, calls, remaining_calls, remaining_calls / quota, quota)
+    else:
+        log.info("event %s: %d registrations listed, page %d, %d calls so far", event_id, progress.listed,
+                 progress.next_page, calls)
+
+
+def _commit_page(
+    dsn: str, integration: Integration, event_id: str, result: PageResult,
+    stored: dict[str, tuple[datetime | None, bool]], progress: Progress, record: audit.AuditRecord,
+) -> None:
+    """A page's registrations, its rejects and the sync's progress: one transaction."""
+    cancelled = sum(1 for r in result.rows if r["is_cancelled"] and not stored.get(r["participant_id"], (None, False))[1])
     with connect(dsn) as conn, conn.transaction():
-        conn.execute(LOCK_EVENT, (f"haku:{integration.integration_id}:{event_id}",))
-        result = upsert(conn, PARTICIPANTS_TABLE, listing.rows, PARTICIPANT_KEY)
-        record.rows_inserted, record.rows_updated = result.inserted, result.updated
-        for key, reason, raw in listing.rejects:
-            audit.reject(
-                conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id,
-                unit=event_id, record_key=key,
-            )
-        watermarks.advance(
-            conn, integration.integration_id, scope_of(event_id), cursor_value,
-            full_sync_at=record.started_at if decision.sync_type == "full" else None,
-        )
+        written = upsert(conn, PARTICIPANTS_TABLE, result.rows, PARTICIPANT_KEY, not_older_by="updated_at")
+        for key, reason, raw in result.rejects:
+            audit.reject(conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id,
+                         unit=event_id, record_key=key)
+        watermarks.advance(conn, integration.integration_id, resume_scope_of(event_id), progress.encode())
+    for row in result.rows:  # later pages of this sync compare against what is now stored
+        stored[row["participant_id"]] = (row["updated_at"], row["is_cancelled"])
+    record.rows_inserted += written.inserted
+    record.rows_updated += written.updated
+    record.rows_removed += cancelled
+    record.rows_rejected += len(result.rejects)
+
+
+def _finish(
+    dsn: str, integration: Integration, event_id: str, wm: watermarks.Watermark | None, progress: Progress,
+    record: audit.AuditRecord, done: bool,
+) -> None:
+    """The last page read: the cursor, the end of the resume state and the audit row, in one
+    transaction; a sync stopped by its budget only audits (its progress is already committed)."""
+    with connect(dsn) as conn, conn.transaction():
+        if not done:
+            record.status = "partial"
+            record.error = f"stopped by its call budget; resumes at page {progress.next_page}"
+            record.write(conn)
+            return
+        old = None
+        if wm is not None:
+            try:
+                old = parse_datetime(wm.cursor_value, "cursor")
+            except ParseError:
+                old = None
+        cursor = _ts(progress.newest)
+        if not progress.full and old is not None:
+            cursor = old if cursor is None else max(cursor, old)
+        if progress.hold_next:  # nothing below the unreadable summary: make the next sync read everything
+            _hold(progress, EPOCH)
+        hold = _ts(progress.hold)
+        if hold is not None:
+            cursor = hold if cursor is None else min(cursor, hold)
+        if progress.full:
+            record.actual_size = progress.listed
+        watermarks.advance(conn, integration.integration_id, scope_of(event_id),
+                           format_ts(cursor) if cursor is not None else EPOCH_CURSOR,
+                           full_sync_at=record.started_at if progress.full else None)
+        watermarks.reset(conn, integration.integration_id, resume_scope_of(event_id))
         record.write(conn)
 
 
@@ -552,6 +655,17 @@ def quota_for_task(integration: Integration, *, background: bool = False, alone:
         session.close()
 
 
+def scheduled_sync(item: Mapping[str, Any], params: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """A scheduled sync of one event: at most ``event_call_budget`` calls (param; 0: no budget)."""
+    budget = (params or {}).get("event_call_budget")
+    if budget in (None, ""):
+        budget = default_call_budget(Integration.from_dict(item["integration"]))
+    budget = int(budget)
+    if budget < 0:
+        raise ParamError(f"event_call_budget must be 0 (no budget) or more, got {budget}")
+    return sync_event(item, params, call_budget=budget or None, **kwargs)
+
+
 def sync_batch(
     items: list[Mapping[str, Any]],
     params: Mapping[str, Any] | None = None,
@@ -561,71 +675,23 @@ def sync_batch(
     alone: bool = False,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Sync each event of a mapped batch (with `sync`, default sync_event); one failing event
+    """Sync each event of a mapped batch (with `sync`, default scheduled_sync); one failing event
     fails the task after the others ran and committed. When the first event's credential has its
     quota spent for a while, raises QuotaSpent before any work: Airflow reschedules the task.
     `background` and `alone` are quota_for_task's."""
-    sync = sync or sync_event
-    results, failures = [], []
+    SyncParams.from_params(params)  # bad params fail here, before any call
+    sync = sync or scheduled_sync
     if not items:
-        return results
+        return []
     with quota_for_task(Integration.from_dict(items[0]["integration"]), background=background, alone=alone):
-        for item in items:
-            try:
-                results.append(sync(item, params, **kwargs))
-            except Exception as exc:
-                log.exception("event %s failed", item.get("event_id"))
-                failures.append(f"{item.get('event_id')}: {exc.__class__.__name__}: {exc}")
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(items)} events failed: " + "; ".join(failures))
-    return results
+        return engine.run_batch(items, lambda item: sync(item, params, **kwargs),
+                                lambda item: f"{item['integration']['integration_id']} event {item.get('event_id')}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Run summary
-
-SELECT_RUN_AUDIT = """
-SELECT sync_type, status, count(*), sum(rows_inserted), sum(rows_updated), sum(rows_removed),
-       sum(rows_rejected), sum(calls), round(sum(duration_s)::numeric, 1)
-FROM paceline.sync_audit WHERE provider = 'haku' AND dag_id = %s AND run_id = %s
-GROUP BY sync_type, status ORDER BY sync_type, status
-"""
-SELECT_RUN_FAILURES = """
-SELECT integration_id, unit, error FROM paceline.sync_audit
-WHERE provider = 'haku' AND dag_id = %s AND run_id = %s AND status = 'failed'
-ORDER BY finished_at
-"""
-
-SELECT_RUN_SUCCESSES = """
-SELECT DISTINCT integration_id, unit FROM paceline.sync_audit
-WHERE provider = 'haku' AND dag_id = %s AND run_id = %s AND status = 'success'
-"""
-
-
-def summarize(dag_id: str, run_id: str, dsn: str | None = None) -> dict[str, Any]:
-    """The run's audit rows, grouped; raises when an event failed so that the run shows failed."""
-    with connect(dsn or warehouse_dsn(), autocommit=True) as conn:
-        groups = conn.execute(SELECT_RUN_AUDIT, (dag_id, run_id)).fetchall()
-        failures = conn.execute(SELECT_RUN_FAILURES, (dag_id, run_id)).fetchall()
-    names = ["sync_type", "status", "units", "inserted", "updated", "removed", "rejected", "calls", "seconds"]
-    table = [dict(zip(names, [g[0], g[1], *(int(v or 0) for v in g[2:8]), float(g[8] or 0)], strict=True)) for g in groups]
-    for row in table:
-        log.info("%s", row)
-    if failures:
-        # a unit that failed on one try and then succeeded on a retry still left a failed row
-        latest_ok = set()
-        with connect(dsn or warehouse_dsn(), autocommit=True) as conn:
-            latest_ok = {
-                (r[0], r[1])
-                for r in conn.execute(SELECT_RUN_SUCCESSES, (dag_id, run_id))
-            }
-        still = [f for f in failures if (f[0], f[1]) not in latest_ok]
-        if still:
-            raise RuntimeError(
-                f"{len(still)} Haku unit(s) failed in this run: "
-                + "; ".join(f"{i}/{u}: {(e or '')[:200]}" for i, u, e in still[:20])
-            )
-    return {"groups": table}
+def summarize(dag_id: str, run_id: str, task_states: Mapping[str, Any] | None = None,
+              dsn: str | None = None) -> dict[str, Any]:
+    """The run's outcome (engine.summarize_run); raises engine.RunFailed when anything failed."""
+    return engine.summarize_run(PROVIDER, dag_id, run_id, task_states, dsn=dsn)
 
 
 def event_date_of(item: Mapping[str, Any]) -> date | None:

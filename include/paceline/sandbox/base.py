@@ -49,6 +49,7 @@ class Knobs:
     truncate_next: int = 0  # cut the body of the next N answers after truncate_at_bytes, then drop the connection
     truncate_at_bytes: int = 8
     token_uses: int | None = None  # Haku: a token issued from now on answers N calls, then is expired (401)
+    fail_registration: str | None = None  # Haku: this registration's detail always answers 500
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}

@@ -675,6 +675,10 @@ class HakuStandIn(StandIn):
         ev = self._event_of(request, client)
         if ev is None:
             return Response(404, {"message": "Event not found"})
+        if self.knobs.fail_registration is not None and request.path_params["registration_number"] == str(
+            self.knobs.fail_registration
+        ):
+            return Response(500, {"message": "Internal server error"})
         with self.lock:
             detail = self._detail(ev, request.path_params["registration_number"])
             if detail is None:

@@ -41,9 +41,11 @@ class HakuClient:
     def calls(self) -> int:
         return self.session.stats.calls
 
-    def _pages(self, path: str, params: dict[str, Any], keys: tuple[str, ...], per_page: int) -> Iterator[list[Any]]:
+    def _pages(
+        self, path: str, params: dict[str, Any], keys: tuple[str, ...], per_page: int, start_page: int = 1
+    ) -> Iterator[list[Any]]:
         previous: list[Any] | None = None
-        for page in range(1, MAX_PAGES + 1):
+        for page in range(start_page, MAX_PAGES + 1):
             items = _items(self.session.get_json(path, {**params, "page": page, "per_page": per_page}), *keys)
             if not items:
                 return
@@ -58,11 +60,15 @@ class HakuClient:
         for page in self._pages("/events", params, ("events", "data"), self.per_page):
             yield from page
 
-    def participant_pages(self, event_id: str, per_page: int | None = None) -> Iterator[list[Any]]:
-        """Summaries newest change first (updated_at desc), one list per page, until an empty page."""
+    def participant_pages(
+        self, event_id: str, per_page: int | None = None, start_page: int = 1
+    ) -> Iterator[list[Any]]:
+        """Summaries newest change first (updated_at desc), one list per page from `start_page`,
+        until an empty page."""
         params = {"sort_column": "updated_at", "sort_direction": "desc"}
         yield from self._pages(
-            f"/events/{quote(event_id, safe='')}/participants", params, ("participants", "data"), per_page or self.per_page
+            f"/events/{quote(event_id, safe='')}/participants", params, ("participants", "data"),
+            per_page or self.per_page, start_page,
         )
 
     def participant_page(self, event_id: str, page: int, per_page: int | None = None) -> list[Any]:
