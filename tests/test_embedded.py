@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from paceline.db.migrations import upgrade
 
 
 @pytest.fixture
-def var(tmp_path: Path) -> Path:
-    path = tmp_path / "var"
-    path.mkdir(mode=0o700)
-    return path
+def var() -> Iterator[Path]:
+    # Not under pytest's tmp_path: any pytest session starting meanwhile resets /tmp/pytest-of-<user>
+    # to 700, which locks the server's own account (as root) out of its data folder.
+    with tempfile.TemporaryDirectory(prefix="paceline-test-") as home:
+        path = Path(home) / "var"
+        path.mkdir(mode=0o700)
+        yield path
 
 
 @pytest.fixture
