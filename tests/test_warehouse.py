@@ -105,3 +105,66 @@ def test_concurrent_upserts_of_the_same_keys_leave_one_row_each(probe: str) -> N
 def test_dsn_from_airflow_connection_reaches_the_warehouse(warehouse_dsn: str) -> None:
     with psycopg.connect(dsn_from_airflow()) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("paceline_test",)
+
+
+POSITIVE_QUOTAS = "0007"
+INSERT_PARTNER = "INSERT INTO registrations.timing_partners VALUES (99, 'quota probe') ON CONFLICT DO NOTHING"
+INSERT_INTEGRATION = """
+INSERT INTO registrations.provider_integrations
+    (integration_id, provider, timing_partner_id, conn_id, calls_per_hour, calls_per_second)
+VALUES (%s, 'haku', 99, 'quota_probe', %s, %s)
+"""
+QUOTA_CONSTRAINTS = """
+SELECT conname, convalidated FROM pg_constraint
+WHERE conrelid = 'registrations.provider_integrations'::regclass AND conname LIKE '%%_positive' ORDER BY 1
+"""
+
+
+def _migration(version: str) -> migrations.Migration:
+    return next(m for m in migrations.discover() if m.version == version)
+
+
+@pytest.mark.parametrize(("per_hour", "per_second"), [(0, None), (-5, None), (500, 0), (500, -1.0)])
+def test_a_quota_of_zero_or_below_is_refused(warehouse_dsn: str, per_hour: int, per_second: float | None) -> None:
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute(INSERT_PARTNER)
+        with pytest.raises(psycopg.errors.CheckViolation, match="_positive"), conn.transaction():
+            conn.execute(INSERT_INTEGRATION, ("quota-probe-bad", per_hour, per_second))
+        for i, (ok_hour, ok_second) in enumerate([(None, None), (1, 0.5)]):
+            conn.execute(INSERT_INTEGRATION, (f"quota-probe-ok-{i}", ok_hour, ok_second))
+        conn.rollback()  # leave nothing behind
+
+
+def test_positive_quota_migration_keeps_bad_rows_from_failing_the_upgrade_and_is_idempotent(pg_server, tmp_path) -> None:
+    """An existing bad row must not fail the upgrade: the constraints go in NOT VALID, refuse new
+    bad values at once, and are validated once the row is fixed. Applying the file twice is a no-op."""
+    dsn = pg_server.ensure_database("paceline_positive_quotas")
+    for m in migrations.discover():
+        if m.version < POSITIVE_QUOTAS:
+            (tmp_path / f"{m.version}_{m.name}.sql").write_text(m.sql)
+    migrations.upgrade(dsn, tmp_path)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(INSERT_PARTNER)
+        conn.execute(INSERT_INTEGRATION, ("quota-probe-negative", -5, None))  # before the migration
+        conn.execute(_migration(POSITIVE_QUOTAS).sql)
+        assert conn.execute(QUOTA_CONSTRAINTS).fetchall() == [
+            ("provider_integrations_calls_per_hour_positive", False),  # the bad row keeps it unvalidated
+            ("provider_integrations_calls_per_second_positive", True),
+        ]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(INSERT_INTEGRATION, ("quota-probe-zero", 0, None))
+        conn.execute("UPDATE registrations.provider_integrations SET calls_per_hour = NULL WHERE calls_per_hour < 0")
+        conn.execute(_migration(POSITIVE_QUOTAS).sql)  # again: adds nothing, validates what it now can
+        assert conn.execute(QUOTA_CONSTRAINTS).fetchall() == [
+            ("provider_integrations_calls_per_hour_positive", True),
+            ("provider_integrations_calls_per_second_positive", True),
+        ]
+
+
+def test_hourly_quota_refuses_zero_or_below() -> None:
+    from paceline.http.limiter import hourly_quota
+
+    for per_hour, per_second in [(0, None), (-5, None), (500, -1.0)]:
+        with pytest.raises(ValueError, match="calls_per_hour must be above 0"):
+            hourly_quota(per_hour, per_second)
+    assert len(hourly_quota(500, 0)) == 1  # 0 per second: no per-second cap, as before

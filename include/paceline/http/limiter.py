@@ -12,6 +12,13 @@ stamp by the time it meant to sleep rather than the time that passed; under cont
 was then logged earlier than it happened, and the provider, counting arrivals, saw one call too
 many in its window (measured: 11-15 throttles per benchmark run, 0 with this bucket).
 
+A *settled* rate (The Racing API's 2/s) keeps no margin at all: each call counts from its
+admission plus 50 ms while it is in flight, then from the moment its answer came back if that is
+sooner (ApiSession reports it). The provider counted the call before answering it, so the log
+never shows a call earlier than the provider saw it, whatever the jitter, and a fast call costs
+its round trip instead of a 50 ms margin (bench/racing_backfill.py: 1.825 to >= 1.95 req/s, 0
+throttles).
+
 A call that has to wait a while waits in its key's *waiting room*, a PostgreSQL advisory lock
 held on a connection of its own: one waiter per key at a time, visible to every process
 (:meth:`SharedRateLimiter.has_waiter`), and released by the server if the waiting process dies.
@@ -36,6 +43,7 @@ import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +62,15 @@ from pyrate_limiter.buckets.postgres import PostgresBucket
 log = logging.getLogger(__name__)
 
 SHORT_WINDOW_MARGIN = 0.05  # widen windows of 10 s or less by 5% against jitter
+# pyrate sleeps the computed wait plus this after a refused call; its default of 50 ms cost every
+# waited call of a per-second cap 50 ms (2 calls per 1.1 s instead of per 1.05 s). The wait is
+# computed from the bucket's own stamps (+1 ms past the window's bound) and re-checked under
+# the lock on waking, so no buffer is needed for correctness.
+WAIT_BUFFER_MS = 0
+# A settled rate's call counts from its admission plus this until its answer is back (then from
+# the answer's time, if sooner): the same 50 ms a 5% margin gives a one-second window, but only
+# for calls still in flight or slower than that; a fast call costs its round trip, not 50 ms.
+IN_FLIGHT_ALLOWANCE_MS = 50
 
 
 @dataclass(frozen=True)
@@ -63,10 +80,14 @@ class RateSpec:
     limit: int
     per_seconds: float
     exact: bool = False  # no jitter margin: a rate of our own (the background pace), not a provider's
+    # The provider's window exactly, no margin: each call is logged at its admission plus
+    # IN_FLIGHT_ALLOWANCE_MS, then, once its answer is back, at the answer's time if that is sooner
+    # (ApiSession settles it). See LockedClockPostgresBucket.
+    settled: bool = False
 
     def to_rate(self) -> Rate:
         window_ms = self.per_seconds * Duration.SECOND
-        if self.per_seconds <= 10 and not self.exact:
+        if self.per_seconds <= 10 and not (self.exact or self.settled):
             window_ms *= 1 + SHORT_WINDOW_MARGIN
         return Rate(self.limit, int(window_ms))
 
@@ -102,7 +123,13 @@ def hourly_quota(
     The window is 1% longer than the provider's hour (at least `min_margin_s`): the limiter stamps
     a call when it admits it, the provider when it arrives a little later, and that gap must not
     let the provider count one call too many in its hour.
+    A quota of 0 or below is refused (a negative one made the limiter busy-loop).
     """
+    if calls_per_hour <= 0 or (calls_per_second is not None and calls_per_second < 0):
+        raise ValueError(
+            f"calls_per_hour must be above 0 and calls_per_second 0 or above (got {calls_per_hour}, {calls_per_second}):"
+            " fix registrations.provider_integrations, or set NULL for the provider's default"
+        )
     hour = hour_seconds()
     rates = [per_hour(int(calls_per_hour), hour + max(min_margin_s, hour * HOURLY_MARGIN))]
     if calls_per_second:
@@ -220,6 +247,11 @@ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
         FROM {table} ORDER BY item_timestamp DESC OFFSET %s LIMIT 1)
 """
 LOCK_CONTENTION_RETRY_MS = 20
+# A call's answer is back: its stamp moves to now if that is sooner than its provisional stamp
+# (the answer came after the provider counted the call, so the log never shows it too early).
+SETTLE_CALL = """
+UPDATE {table} SET item_timestamp = LEAST(item_timestamp, clock_timestamp()::timestamp) WHERE name = %s
+"""
 CALLS_IN_WINDOW = """
 SELECT count(*) FROM {table} WHERE item_timestamp > clock_timestamp() - (%s * INTERVAL '1 millisecond')
 """
@@ -233,10 +265,20 @@ class LockedClockPostgresBucket(PostgresBucket):
     on every machine stamps on one clock, in the order the lock serialised them, so no call is
     ever logged earlier than it was admitted. The lock waits (up to 5 s) instead of pyrate's
     NOWAIT: it is held for two short statements, and waiting is cheaper than a retry loop.
+
+    With `in_flight_ms` (settled rates), a call is logged at its admission plus `in_flight_ms`
+    under a name of its own, and :meth:`settle` moves it to the time its answer came back if
+    that is sooner. The provider counts a call when it arrives, which is before its answer is
+    back: the log then never shows a call earlier than the provider saw it, whatever the jitter
+    between admission and arrival, so the window needs no margin. A call slower than
+    `in_flight_ms` keeps admission + `in_flight_ms`, which is what a margin would have given.
     """
 
-    def __init__(self, pool: ConnectionPool, table: str, rates: list[Rate]) -> None:
+    def __init__(self, pool: ConnectionPool, table: str, rates: list[Rate], *, in_flight_ms: int = 0) -> None:
         super().__init__(pool, table, rates)
+        self.in_flight_ms = in_flight_ms
+        self._pending = threading.local()  # this thread's admitted, unsettled call (its row name)
+        self._q_settle = sql.SQL(SETTLE_CALL).format(table=sql.Identifier(self._full_tbl))
         self._q_lock_wait = sql.SQL(LOCK_BUCKET_TABLE).format(table=sql.Identifier(self._full_tbl))
         self._q_nth_newest = sql.SQL(NTH_NEWEST_CALL_MS).format(table=sql.Identifier(self._full_tbl))
         self._q_in_window = sql.SQL(CALLS_IN_WINDOW).format(table=sql.Identifier(self._full_tbl))
@@ -279,8 +321,24 @@ class LockedClockPostgresBucket(PostgresBucket):
             decision = self._algorithm.decide(self.rates, counts, item.weight, item.timestamp, peek_timestamp)
             if not self._record(item, decision):
                 return False
-            conn.execute(self._q_put, (item.name, item.weight, item.timestamp / 1000, item.weight))
+            name = f"{item.name}:{uuid.uuid4().hex}" if self.in_flight_ms else item.name
+            stamp_ms = item.timestamp + self.in_flight_ms
+            conn.execute(self._q_put, (name, item.weight, stamp_ms / 1000, item.weight))
+        self._pending.name = name if self.in_flight_ms else None
+        self._pending.admitted_ms = item.timestamp
         return True
+
+    def settle(self) -> None:
+        """This thread's last admitted call has its answer: log it now if that is sooner."""
+        name = getattr(self._pending, "name", None)
+        if name is None:
+            return
+        self._pending.name = None
+        try:
+            with self._get_conn() as conn:
+                conn.execute(self._q_settle, (name,))
+        except psycopg.Error:  # the provisional stamp stays: later than needed, never too early
+            log.warning("could not settle a call's stamp in %s", self.table, exc_info=True)
 
 
 class SharedRateLimiter:
@@ -329,11 +387,21 @@ class SharedRateLimiter:
             limiter = self._limiters.get((key, rates))
             if limiter is None:
                 ordered = sorted((r.to_rate() for r in rates), key=lambda r: r.interval)
-                bucket = LockedClockPostgresBucket(self._pool(self.dsn), bucket_table(key), ordered)
-                limiter = Limiter(bucket)
+                in_flight_ms = IN_FLIGHT_ALLOWANCE_MS if any(r.settled for r in rates) else 0
+                bucket = LockedClockPostgresBucket(
+                    self._pool(self.dsn), bucket_table(key), ordered, in_flight_ms=in_flight_ms
+                )
+                limiter = Limiter(bucket, buffer_ms=WAIT_BUFFER_MS)
                 self._limiters[(key, rates)] = limiter
                 self._buckets[(key, rates)] = bucket
             return limiter
+
+    def settle(self, key: str, rates: tuple[RateSpec, ...]) -> None:
+        """The answer to this thread's last call on `key` is back (see LockedClockPostgresBucket);
+        a no-op unless `rates` are settled ones."""
+        bucket = self._buckets.get((key, rates))
+        if bucket is not None and bucket.in_flight_ms:
+            bucket.settle()
 
     def wait_s(self, key: str, rates: tuple[RateSpec, ...], calls: int = 1) -> float:
         """Seconds until `key` may make `calls` more calls (0.0: now); takes no slot."""
