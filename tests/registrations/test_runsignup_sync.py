@@ -322,6 +322,20 @@ def test_worker_process_killed_mid_transaction_then_rerun(sandbox: Sandbox) -> N
     sandbox.assert_matches_truth(2, synced_events(first, 2))
 
 
+def test_a_malformed_listing_entry_is_rejected_once_and_the_rest_is_planned(sandbox: Sandbox) -> None:
+    clean = {(e["race_id"], e["event_id"]) for item in rsu.plan(ALL, retry=FAST) for e in item["events"]}
+    sandbox.control("knobs", {"malformed_listing": True})  # a null race, a non-numeric race_id, a null event
+    for _ in range(2):
+        planned = {(e["race_id"], e["event_id"]) for item in rsu.plan(ALL, retry=FAST) for e in item["events"]}
+        assert planned == clean  # every partner's good races still planned
+    with psycopg.connect(sandbox.dsn) as conn:
+        kept = conn.execute("SELECT reason, times_seen FROM paceline.rejected_records WHERE provider = 'runsignup' "
+                            "ORDER BY reason").fetchall()
+    # three entries per credential listing, each kept once however many plans saw it
+    assert len(kept) == 3 * len(sandbox.integrations) and {n for _, n in kept} == {2}
+    assert any("event: event is NoneType" in r for r, _ in kept) and any("race entry" in r for r, _ in kept)
+
+
 def test_timing_partner_id_narrows_and_a_bad_one_writes_nothing(sandbox: Sandbox) -> None:
     with pytest.raises(ValueError, match=r"timing_partner_id 99 .*valid timing_partner_id values: 1, 2"):
         rsu.plan({"timing_partner_id": 99}, retry=FAST)

@@ -50,6 +50,7 @@ class Knobs:
     truncate_at_bytes: int = 8
     token_uses: int | None = None  # Haku: a token issued from now on answers N calls, then is expired (401)
     fail_registration: str | None = None  # Haku: this registration's detail always answers 500
+    malformed_listing: bool = False  # RunSignUp: page 1 of /races holds a null race, a bad id, a null event
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}

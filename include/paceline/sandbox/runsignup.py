@@ -637,15 +637,14 @@ class RunSignUpStandIn(StandIn):
             races.sort(key=lambda r: self._sort_date(r), reverse=sort.endswith("desc"))
         chunk = races[(page - 1) * per_page : page * per_page]
         with_events = request.arg("events", "F").upper() == "T"
-        return Response(
-            200,
-            {
-                "races": [
-                    {"race": self._race_obj(r, self._current_events(r) if with_events else None)}
-                    for r in chunk
-                ]
-            },
-        )
+        listed = [{"race": self._race_obj(r, self._current_events(r) if with_events else None)} for r in chunk]
+        if self.knobs.malformed_listing and page == 1 and listed:
+            # what a listing can hold that no parser expects; the rest of the listing must still be used
+            first = listed[0]["race"]
+            if isinstance(first.get("events"), list):
+                first["events"] = [None, *first["events"]]
+            listed += [{"race": None}, {"race": {**first, "race_id": "not-a-number", "events": []}}]
+        return Response(200, {"races": listed})
 
     def _dates(self, spec: RaceSpec) -> tuple[date | None, date | None]:
         days = sorted({ev.start.date() for ev in spec.events})
