@@ -136,3 +136,29 @@ def test_a_lost_password_file_fails_with_a_message_that_says_what_to_do(var: Pat
     pg.password_file.unlink()
     with pytest.raises(RuntimeError, match="refuses the superuser password"):
         pg.start()
+
+
+def test_local_stack_settings_bind_loopback_and_log_in_as_the_warehouse_role(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from paceline import local_stack
+
+    monkeypatch.setenv("PACELINE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.delenv("PACELINE_API_HOST", raising=False)
+    previous = os.umask(0)  # with 0, only the modes the files are created with count
+    try:
+        env = local_stack.airflow_env(54329, 8080)
+    finally:
+        os.umask(previous)
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    conn = json.loads(env["AIRFLOW_CONN_PACELINE_WAREHOUSE"])
+    assert (conn["login"], conn["schema"]) == ("paceline", "paceline") and conn["password"]
+    assert f":{(tmp_path / 'var' / local_stack.SUPERUSER_PASSWORD_FILE).read_text()}@" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    home = tmp_path / "var" / "airflow"
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for path in [*home.iterdir(), *(tmp_path / "var").glob("*.password")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    monkeypatch.setenv("PACELINE_API_HOST", "0.0.0.0")  # noqa: S104 - the user's explicit choice
+    opened = local_stack.airflow_env(54329, 8080)
+    assert opened["AIRFLOW__API__HOST"] == "0.0.0.0"  # noqa: S104
+    assert opened["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"

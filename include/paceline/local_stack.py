@@ -42,7 +42,10 @@ AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 def private_dir(path: Path) -> Path:
     """Create `path` (or tighten an older one) so that only its owner can enter it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    # As root, the embedded server's account keeps the group traverse right EmbeddedPostgres gave it
+    # (var/ holds its data folder); a second `make run` must not cut a running server off.
+    keep = path.stat().st_mode & 0o010 if os.geteuid() == 0 else 0
+    path.chmod(0o700 | keep)
     return path
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +52,16 @@ class Stack:
             text=True,
             timeout=timeout,
         )
+
+    def dsn(self, database: str = "paceline", user: str = "paceline") -> str:
+        """A libpq URI with the password `paceline run` generated for `user` (the warehouse role or postgres)."""
+        from urllib.parse import quote
+
+        from paceline import local_stack
+
+        name = local_stack.WAREHOUSE_PASSWORD_FILE if user == local_stack.WAREHOUSE_ROLE else local_stack.SUPERUSER_PASSWORD_FILE
+        password = (self.var / name).read_text().strip()
+        return f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.pg_port}/{database}"
 
     def token(self) -> str:
         password = json.loads((self.var / "airflow" / "simple_auth_manager_passwords.json").read_text())["admin"]
@@ -105,8 +117,11 @@ def _clean_env(var: Path, pg_port: int) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    var = tmp_path_factory.mktemp("stack")
+def stack() -> Iterator[Stack]:
+    # Not under pytest's tmp_path: every pytest session that starts (another engineer's, or a second
+    # terminal's) resets /tmp/pytest-of-<user> to 700, and as root the server's own account then
+    # loses its data folder (PANIC at the next checkpoint).
+    var = Path(tempfile.mkdtemp(prefix="paceline-e2e-"))
     pg_port, api_port = free_port(), free_port()
     env = _clean_env(var, pg_port)
     process = subprocess.Popen(
@@ -142,5 +157,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         except subprocess.TimeoutExpired:
             process.kill()
             raise
+    if process.returncode == 0:  # kept after a failure: its logs/ and postgres.log tell why
+        shutil.rmtree(var, ignore_errors=True)
 
 

@@ -70,7 +70,7 @@ def test_runsignup_sync_through_the_scheduler_and_no_secret_in_task_logs(stack: 
     stack.post("/dags/runsignup_sync/dagRuns", {"logical_date": None, "conf": {"due_only": False}})
     manual = stack.wait_for_runs("runsignup_sync", 1, "manual")
     assert manual and manual[0]["state"] == "success", manual
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{stack.pg_port}/paceline") as conn:
+    with psycopg.connect(stack.dsn()) as conn:
         participants = conn.execute("SELECT count(*) FROM registrations.runsignup_participants").fetchone()[0]
         audited = conn.execute("SELECT count(*) FROM paceline.sync_audit WHERE provider = 'runsignup'").fetchone()[0]
     assert participants > 1000 and audited > 0
@@ -99,7 +99,7 @@ def test_racing_month_backfill_maps_over_its_days(stack: Stack) -> None:
     tasks = stack.get(f"/dags/racing_events/dagRuns/{run['dag_run_id']}/taskInstances", limit=100)["task_instances"]
     days = [t for t in tasks if t["task_id"] == "load_day"]
     assert len(days) == 31 and {t["state"] for t in days} == {"success"}
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{stack.pg_port}/paceline") as conn:
+    with psycopg.connect(stack.dsn()) as conn:
         loaded_days, races, runners = conn.execute(
             "SELECT count(DISTINCT r.race_date), count(DISTINCT r.race_id), count(u.*) FROM racing.ra_races r "
             "LEFT JOIN racing.ra_runners u USING (race_id) WHERE r.race_date BETWEEN '2024-01-01' AND '2024-01-31'"
@@ -122,7 +122,7 @@ def test_haku_backfill_takes_each_credentials_small_events_before_its_large_ones
         by_task[t["task_id"]].append(t)
     assert {t["state"] for t in by_task["sync_small"] + by_task["sync_large"]} == {"success"}
     assert [t["rendered_map_index"].split()[0] for t in by_task["sync_large"]] == ["tp3"]
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{stack.pg_port}/paceline") as conn:
+    with psycopg.connect(stack.dsn()) as conn:
         rows = conn.execute(
             "SELECT timing_partner_id, estimated_size, actual_size, started_at, finished_at FROM paceline.sync_audit "
             "WHERE sync_type = 'backfill' AND run_id = %s ORDER BY started_at", (run["dag_run_id"],)
