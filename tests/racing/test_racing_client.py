@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import pytest
 import requests
 
+from paceline.http.limiter import RateSpec
 from paceline.http.session import RetryPolicy
 from paceline.providers.racing_api.client import ParameterOutOfBounds, RacingApiClient, racecards_available
 from paceline.providers.racing_api.hook import RacingApiHook, empty_page_is_throttle
@@ -102,3 +103,41 @@ def test_shared_limiter_keeps_two_requests_per_second(racing_db, racing_api, sta
     assert standin.stats()["throttles"] == {}
     assert elapsed >= (calls - 2) / 2 * 0.95, elapsed  # a burst of 2, then 2 per second
     assert calls / elapsed > 1.5, calls / elapsed
+
+
+def test_a_settled_rate_logs_a_call_when_its_answer_is_back(racing_db) -> None:
+    """The Racing API's rates are settled: a call is logged at admission + 50 ms while in flight,
+    then at the moment its answer is back if sooner; the window is the provider's second exactly."""
+    import psycopg
+    from psycopg import sql
+
+    from paceline.http.limiter import IN_FLIGHT_ALLOWANCE_MS, SharedRateLimiter, bucket_table
+    from paceline.providers.racing_api.hook import DEFAULT_RATES
+
+    assert all(r.settled for r in DEFAULT_RATES) and DEFAULT_RATES[0].to_rate().interval == 1000
+    limiter = SharedRateLimiter(racing_db)
+    key = f"racing_api:settle-{time.time()}"
+    limiter.acquire(key, DEFAULT_RATES)
+    bucket = limiter._buckets[(key, DEFAULT_RATES)]
+    name, admitted = bucket._pending.name, bucket._pending.admitted_ms
+    stamp_sql = sql.SQL("SELECT (extract(epoch FROM item_timestamp::timestamptz) * 1000)::bigint FROM {} WHERE name = %s")
+    now_sql = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    with psycopg.connect(racing_db, autocommit=True) as conn:
+        table = sql.Identifier(f"ratelimit___{bucket_table(key)}")
+
+        def stamp() -> int:
+            return conn.execute(stamp_sql.format(table), (name,)).fetchone()[0]
+
+        assert abs(stamp() - (admitted + IN_FLIGHT_ALLOWANCE_MS)) <= 1  # provisional while in flight
+        before = conn.execute(now_sql).fetchone()[0]
+        limiter.settle(key, DEFAULT_RATES)
+        after = conn.execute(now_sql).fetchone()[0]
+        provisional = admitted + IN_FLIGHT_ALLOWANCE_MS
+        assert min(provisional, before) - 1 <= stamp() <= min(provisional, after) + 1
+        assert stamp() >= admitted - 1, "never earlier than its admission"
+    assert bucket._pending.name is None
+    limiter.settle(key, DEFAULT_RATES)  # nothing pending: a no-op
+    # An unsettled rate (a margin instead) is never moved.
+    plain = (RateSpec(2, 1.0),)
+    limiter.acquire(key + "-plain", plain)
+    assert limiter._buckets[(key + "-plain", plain)]._pending.name is None

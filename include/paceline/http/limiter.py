@@ -62,11 +62,12 @@ from pyrate_limiter.buckets.postgres import PostgresBucket
 log = logging.getLogger(__name__)
 
 SHORT_WINDOW_MARGIN = 0.05  # widen windows of 10 s or less by 5% against jitter
-# pyrate sleeps the computed wait plus this after a refused call; its default of 50 ms cost every
-# waited call of a per-second cap 50 ms (2 calls per 1.1 s instead of per 1.05 s). The wait is
-# computed from the bucket's own stamps (+1 ms past the window's bound) and re-checked under
-# the lock on waking, so no buffer is needed for correctness.
-WAIT_BUFFER_MS = 0
+# pyrate sleeps the computed wait plus a buffer after a refused call; its default of 50 ms cost
+# every waited call of a per-second cap 50 ms (2 calls per 1.1 s instead of per 1.05 s). A
+# settled rate's wait is computed from the bucket's own stamps (+1 ms past the window's bound)
+# and re-checked under the lock on waking, so it needs none; other rates keep pyrate's default.
+SETTLED_WAIT_BUFFER_MS = 0
+DEFAULT_WAIT_BUFFER_MS = 50
 # A settled rate's call counts from its admission plus this until its answer is back (then from
 # the answer's time, if sooner): the same 50 ms a 5% margin gives a one-second window, but only
 # for calls still in flight or slower than that; a fast call costs its round trip, not 50 ms.
@@ -247,10 +248,13 @@ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
         FROM {table} ORDER BY item_timestamp DESC OFFSET %s LIMIT 1)
 """
 LOCK_CONTENTION_RETRY_MS = 20
-# A call's answer is back: its stamp moves to now if that is sooner than its provisional stamp
-# (the answer came after the provider counted the call, so the log never shows it too early).
+# A call's answer is back: its stamp moves to the answer's time if that is sooner than its
+# provisional stamp (the provider counted the call before answering it, so the log never shows it
+# too early). The answer's time is the database clock less the seconds since the answer came.
 SETTLE_CALL = """
-UPDATE {table} SET item_timestamp = LEAST(item_timestamp, clock_timestamp()::timestamp) WHERE name = %s
+UPDATE {table}
+SET item_timestamp = LEAST(item_timestamp, (clock_timestamp() - make_interval(secs => %s))::timestamp)
+WHERE name = %s
 """
 CALLS_IN_WINDOW = """
 SELECT count(*) FROM {table} WHERE item_timestamp > clock_timestamp() - (%s * INTERVAL '1 millisecond')
@@ -328,15 +332,18 @@ class LockedClockPostgresBucket(PostgresBucket):
         self._pending.admitted_ms = item.timestamp
         return True
 
-    def settle(self) -> None:
-        """This thread's last admitted call has its answer: log it now if that is sooner."""
+    def settle(self, answered_at: float | None = None) -> None:
+        """This thread's last admitted call has its answer (at `answered_at`, time.monotonic(); None:
+        now): log it at that moment if sooner than its provisional stamp."""
         name = getattr(self._pending, "name", None)
         if name is None:
             return
         self._pending.name = None
         try:
             with self._get_conn() as conn:
-                conn.execute(self._q_settle, (name,))
+                # measured as late as possible: the statement's clock is read a moment later still
+                since = 0.0 if answered_at is None else max(0.0, time.monotonic() - answered_at)
+                conn.execute(self._q_settle, (since, name))
         except psycopg.Error:  # the provisional stamp stays: later than needed, never too early
             log.warning("could not settle a call's stamp in %s", self.table, exc_info=True)
 
@@ -391,17 +398,18 @@ class SharedRateLimiter:
                 bucket = LockedClockPostgresBucket(
                     self._pool(self.dsn), bucket_table(key), ordered, in_flight_ms=in_flight_ms
                 )
-                limiter = Limiter(bucket, buffer_ms=WAIT_BUFFER_MS)
+                limiter = Limiter(bucket, buffer_ms=SETTLED_WAIT_BUFFER_MS if in_flight_ms else DEFAULT_WAIT_BUFFER_MS)
                 self._limiters[(key, rates)] = limiter
                 self._buckets[(key, rates)] = bucket
             return limiter
 
-    def settle(self, key: str, rates: tuple[RateSpec, ...]) -> None:
-        """The answer to this thread's last call on `key` is back (see LockedClockPostgresBucket);
-        a no-op unless `rates` are settled ones."""
+    def settle(self, key: str, rates: tuple[RateSpec, ...], answered_at: float | None = None) -> None:
+        """The answer to this thread's last call on `key` came back at `answered_at`
+        (time.monotonic(); None: now); see LockedClockPostgresBucket. A no-op unless `rates` are
+        settled ones."""
         bucket = self._buckets.get((key, rates))
         if bucket is not None and bucket.in_flight_ms:
-            bucket.settle()
+            bucket.settle(answered_at)
 
     def wait_s(self, key: str, rates: tuple[RateSpec, ...], calls: int = 1) -> float:
         """Seconds until `key` may make `calls` more calls (0.0: now); takes no slot."""

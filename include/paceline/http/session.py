@@ -233,6 +233,15 @@ class ApiSession:
             waited = self.limiter.acquire(self.limiter_key, self.rates, background=self.background)
             self.stats.waited_s += waited
 
+    def _send(self, method: str, url: str, params: Mapping[str, Any], **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, url, params=params, timeout=self.timeout, **kwargs)
+        finally:
+            # The answer (or the failure) is back, so the provider has counted the call by now: a
+            # settled rate logs it at this moment if that is sooner (see the limiter).
+            if self.limiter is not None and self.rates:
+                self.limiter.settle(self.limiter_key, self.rates, answered_at=time.monotonic())
+
     def _wait(self, seconds: float, why: str) -> None:
         log.info("waiting %.1fs: %s", seconds, why)
         self.stats.waited_s += seconds
@@ -250,7 +259,7 @@ class ApiSession:
             self._take_slot()
             self.stats.calls += 1
             try:
-                response = self.session.request(method, url, params=merged, timeout=self.timeout, **kwargs)
+                response = self._send(method, url, merged, **kwargs)
                 response.content  # noqa: B018 - read the whole body here, where a cut is retried
             except RETRIED_ERRORS as exc:
                 failures += 1

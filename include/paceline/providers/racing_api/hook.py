@@ -7,14 +7,16 @@ from typing import Any
 import requests
 
 from paceline.config import RACING_API_CONN_ID
-from paceline.http.limiter import RateSpec, per_second
+from paceline.http.limiter import RateSpec
 from paceline.http.session import ApiSession, RetryPolicy, Verdict
 from paceline.providers.base import ApiHook
 
 DEFAULT_BASE_URL = "https://api.theracingapi.com"
 # "Requests are limited to 2 per second for every plan" (docs); the spec lowers a few to 1/s.
-DEFAULT_RATES: tuple[RateSpec, ...] = (per_second(2),)
-ONE_PER_SECOND: tuple[RateSpec, ...] = (per_second(1),)
+# Settled: the provider's one-second window exactly, each call logged when its answer is back (at
+# most 50 ms after its admission), so no margin is lost to jitter (see paceline.http.limiter).
+DEFAULT_RATES: tuple[RateSpec, ...] = (RateSpec(2, 1.0, settled=True),)
+ONE_PER_SECOND: tuple[RateSpec, ...] = (RateSpec(1, 1.0, settled=True),)
 PAGE_KEYS = ("racecards", "results", "courses")
 THROTTLE_WAIT_S = 1.0
 
