@@ -182,11 +182,11 @@ def test_identical_rerun_changes_nothing(sandbox: Sandbox) -> None:
 
 
 def test_throttle_storm_error_14_is_waited_out(sandbox: Sandbox) -> None:
-    # The stand-in's hour is 1 s and it allows 3 calls in it; our limiter thinks 1,000/minute: error 14 storm.
-    sandbox.control("knobs", {"per_hour": 3, "time_scale": 1 / 3600})
+    # error 14 for the next 10 calls, more than FAST's 8 attempts: a storm, driven by count not by the clock
+    sandbox.control("knobs", {"throttle_next": 10})
     summaries = sandbox.run()
     stats = sandbox.control("stats")
-    assert sum(stats["throttles"].values()) > 5
+    assert sum(stats["throttles"].values()) >= 10 and stats["knobs"]["throttle_next"] == 0
     for tp in (1, 2):
         sandbox.assert_matches_truth(tp, synced_events(summaries, tp))
 
