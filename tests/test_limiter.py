@@ -365,11 +365,11 @@ def test_a_scheduled_task_starts_while_background_work_spends_the_quota(warehous
     backfill.close()
 
 
-def _hold_lane(dsn: str, key: str) -> None:
+def _hold_lane(dsn: str, key: str, taken_queue: mp.Queue) -> None:
     limiter = SharedRateLimiter(dsn)
     with limiter.lane(key) as taken:
-        assert taken
-        time.sleep(60)
+        taken_queue.put(taken)
+        time.sleep(600)  # killed long before
 
 
 def test_one_lane_holder_per_key_and_a_dead_holder_frees_it(warehouse_dsn: str) -> None:
@@ -383,13 +383,16 @@ def test_one_lane_holder_per_key_and_a_dead_holder_frees_it(warehouse_dsn: str) 
         with limiter.lane(f"{key}:other") as other_key:
             assert other_key
     assert not limiter.has_background_work(key)
-    holder = mp.get_context("spawn").Process(target=_hold_lane, args=(warehouse_dsn, key))
+    ctx = mp.get_context("spawn")
+    taken_queue: mp.Queue = ctx.Queue()
+    holder = ctx.Process(target=_hold_lane, args=(warehouse_dsn, key, taken_queue))
     holder.start()
     try:
-        assert _wait_until(lambda: limiter.has_background_work(key), timeout_s=30)
+        assert taken_queue.get(timeout=300)  # however long a busy machine takes to start the process
+        assert limiter.has_background_work(key)
         holder.kill()  # a worker killed mid-task: the server drops its connection and the lane
-        holder.join(10)
-        assert _wait_until(lambda: not limiter.has_background_work(key), timeout_s=10)
+        holder.join(30)
+        assert _wait_until(lambda: not limiter.has_background_work(key), timeout_s=60)
         with limiter.lane(key) as after_death:
             assert after_death
     finally:
