@@ -391,3 +391,27 @@ def test_models_parse_defensively() -> None:
     assert detail.is_cancelled and detail.first_name == "Zoë" and detail.email is None
     with pytest.raises(ParseError):
         parse_registration({"registration_number": "R-1", "updated_at": "2026-01-03T09:00:00Z", "participant": "x"})
+
+
+def test_a_credential_shared_by_two_partners_is_listed_and_synced_once(haku: HakuWorld) -> None:
+    shared = haku.integration(3)
+    with psycopg.connect(haku.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO registrations.timing_partners VALUES (5, 'Sister Timing') ON CONFLICT DO NOTHING")
+        conn.execute("INSERT INTO registrations.provider_integrations (integration_id, provider, timing_partner_id, "
+                     "organization, conn_id) VALUES ('haku-tp5', 'haku', 5, 'Sister', %s)", (shared["conn_id"],))
+    items = [i for b in haku_sync.plan({"due_only": False}) for i in b]
+    partners_3_and_5 = [i for i in items if i["integration"]["timing_partner_id"] in (3, 5)]
+    assert {i["integration"]["timing_partner_id"] for i in partners_3_and_5} == {3}  # planned once, for tp3
+    assert {m["integration_id"] for i in partners_3_and_5 for m in i["mirrors"]} == {"haku-tp5"}
+    assert haku.calls(3, "events") == 2  # one listing for both partners: its page and the empty page that ends it
+    haku.reset_stats()
+    for item in partners_3_and_5:
+        haku_sync.sync_event(item, {})
+    assert haku.calls(3, "registration") == 65  # one detail per registration, not two
+    with psycopg.connect(haku.dsn) as conn:
+        copies = conn.execute(
+            "SELECT count(*) FILTER (WHERE timing_partner_id = 3), count(*) FILTER (WHERE timing_partner_id = 5) "
+            "FROM registrations.haku_participants").fetchone()
+        events = conn.execute("SELECT count(*) FROM registrations.haku_events WHERE timing_partner_id = 5").fetchone()[0]
+    assert copies == (65, 65) and events == 2
+    haku.assert_matches_truth(3)

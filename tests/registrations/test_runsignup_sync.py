@@ -481,3 +481,22 @@ def test_summary_of_a_run_from_the_audit_table(sandbox: Sandbox, monkeypatch) ->
     assert totals["inserted"] == sum(s["inserted"] for s in summaries)
     assert totals["calls"] == sum(s["calls"] for s in summaries)
     assert rsu.summarize_run("another_run")["events"] == 0
+
+
+def test_a_credential_shared_by_two_partners_is_listed_and_synced_once(sandbox: Sandbox) -> None:
+    shared = sandbox.by_tp(2)
+    with psycopg.connect(sandbox.dsn, autocommit=True) as conn:
+        conn.execute(INSERT_PARTNER, (6, "Sister Timing"))
+        conn.execute(INSERT_INTEGRATION, ("runsignup-tp6", "runsignup", 6, "Sister", shared["conn_id"], None))
+    items = rsu.plan({"due_only": False}, retry=FAST)
+    events = [e for item in items for e in item["events"] if e["integration"]["timing_partner_id"] in (2, 6)]
+    assert events and {e["integration"]["timing_partner_id"] for e in events} == {2}  # planned once, for tp2
+    assert {m["integration_id"] for e in events for m in e["mirrors"]} == {"runsignup-tp6"}
+    listing_calls = sandbox.control("stats")["calls"][shared["login"]]["races"]
+    sandbox.control("reset", {})
+    for item in items:
+        run_rescheduling(rsu.sync_batch, item, {"due_only": False}, retry=FAST)
+    assert listing_calls == 1  # one listing for both partners
+    assert sandbox.rows(6) == sandbox.rows(2) and sandbox.rows(2)  # the same rows, read once
+    sandbox.assert_matches_truth(2, {e["event_id"] for e in events})
+    assert sandbox.scalar("SELECT count(*) FROM registrations.runsignup_events WHERE timing_partner_id = 6") == len(events)

@@ -196,6 +196,28 @@ def select_run_integrations(
     return usable
 
 
+def credential_groups(integrations: Sequence[Integration], hook_cls: type) -> list[list[Integration]]:
+    """The integrations grouped by the credential they use (the connection's host and login), the
+    first of each group its primary. A credential shared by several timing partners is listed and
+    synced once per event; the adapters then write the event's rows for every partner of the group
+    (its *mirrors*), so no call is spent twice on one credential's quota."""
+    groups: dict[tuple[str, str], list[Integration]] = {}
+    for integration in integrations:
+        conn = hook_cls(integration.conn_id, use_limiter=False).connection
+        key = ((conn.host or "").rstrip("/").lower(), conn.login or integration.conn_id)
+        groups.setdefault(key, []).append(integration)
+    for group in groups.values():
+        if len(group) > 1:
+            log.info("credential shared by %s: listed and synced once, written for each",
+                     ", ".join(i.integration_id for i in group))
+    return list(groups.values())
+
+
+def mirrors_of(item: Mapping[str, Any]) -> list[Integration]:
+    """The other integrations of a work item's credential, whose partners get the same rows."""
+    return [Integration.from_dict(dict(m)) for m in item.get("mirrors") or ()]
+
+
 def check_quota(integration: Integration) -> None:
     """A quota override of 0 or less would stop (or, negative, spin) the limiter: refuse it."""
     for name in ("calls_per_hour", "calls_per_second"):
@@ -334,7 +356,7 @@ def summarize_run(
     with warehouse.connect(dsn) as conn:
         rows = [dict(zip(AUDIT_COLUMNS, row, strict=True))
                 for row in conn.execute(SELECT_RUN_AUDIT, (provider, dag_id, run_id))]
-    units = [r for r in rows if r["unit"] != PLAN_UNIT and r["sync_type"] not in ("events", "races", "estimate")]
+    units = [r for r in rows if r["unit"] != PLAN_UNIT and r["sync_type"] not in ("events", "races", "estimate", "mirror")]
     summary: dict[str, Any] = {
         "events": len(units),
         "full": sum(1 for r in units if r["status"] == "success" and r["sync_type"] in ("full", "backfill")),

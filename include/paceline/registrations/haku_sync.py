@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -83,6 +83,20 @@ WHERE event_id = %s AND timing_partner_id = %s
 """
 SELECT_EVENT_WATERMARKS = """
 SELECT scope, updated_at FROM paceline.watermarks WHERE integration_id = %s AND scope LIKE 'event:%%'
+"""
+# A credential shared by several timing partners is synced once: its rows are copied to the others.
+COPY_EVENT_TO_MIRROR = """
+INSERT INTO registrations.haku_participants AS t
+    (event_id, participant_id, timing_partner_id, first_name, last_name, email, is_cancelled, updated_at, raw, synced_at)
+SELECT event_id, participant_id, %(mirror)s, first_name, last_name, email, is_cancelled, updated_at, raw, synced_at
+FROM registrations.haku_participants WHERE event_id = %(event_id)s AND timing_partner_id = %(primary)s
+ON CONFLICT (event_id, participant_id, timing_partner_id) DO UPDATE SET
+    first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, email = EXCLUDED.email,
+    is_cancelled = EXCLUDED.is_cancelled, updated_at = EXCLUDED.updated_at, raw = EXCLUDED.raw,
+    synced_at = EXCLUDED.synced_at
+WHERE (t.first_name, t.last_name, t.email, t.is_cancelled, t.updated_at, t.raw)
+    IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.last_name, EXCLUDED.email, EXCLUDED.is_cancelled,
+                      EXCLUDED.updated_at, EXCLUDED.raw)
 """
 SELECT_RESUMING = """
 SELECT substr(scope, 8) FROM paceline.watermarks WHERE integration_id = %s AND scope LIKE 'resume:%%'
@@ -199,15 +213,17 @@ def work_item(integration: Integration, event: HakuEvent, **extra: Any) -> dict[
 
 def discover(
     integrations: list[Integration], per_page: int, *, show_inactive: bool, background: bool = False,
-    dsn: str | None = None,
+    dsn: str | None = None, mirrors: Mapping[str, list[Integration]] | None = None,
 ) -> dict[str, tuple[Integration, list[HakuEvent]]]:
     """List every integration's events and upsert them (one transaction per integration).
 
     An integration whose listing fails is audited as a plan failure (the run's summary names it)
     and the others go on: one partner's expired credential must not stop every partner's sync.
     `background`: the listing calls are background calls (a backfill's plan), which let a
-    scheduled sync of the same credential go first.
+    scheduled sync of the same credential go first. `mirrors`: per integration id, the other
+    integrations of its credential, whose partners get the same event rows.
     """
+    mirrors = mirrors or {}
     found: dict[str, tuple[Integration, list[HakuEvent]]] = {}
     failures = []
     for integration in integrations:
@@ -222,7 +238,8 @@ def discover(
             failures.append(str(failure))
             continue
         with connect(dsn) as conn, conn.transaction():
-            result = upsert(conn, EVENTS_TABLE, [event_row(integration, e) for e in events], EVENT_KEY)
+            owners = [integration, *mirrors.get(integration.integration_id, [])]
+            result = upsert(conn, EVENTS_TABLE, [event_row(i, e) for i in owners for e in events], EVENT_KEY)
             for raw, reason in rejects:
                 audit.reject(conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id,
                              unit="events")
@@ -264,9 +281,11 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
     last sync stopped part-way (it resumes)."""
     p = SyncParams.from_params(params)
     now = now or datetime.now(UTC)
-    integrations = select_and_validate(p.timing_partner_id)
-    found = discover(integrations, p.per_page or DEFAULT_PER_PAGE, show_inactive=not p.future_only, dsn=dsn)
-    groups = []
+    groups = engine.credential_groups(select_and_validate(p.timing_partner_id), HakuHook)
+    mirrors = {group[0].integration_id: group[1:] for group in groups}
+    found = discover([group[0] for group in groups], p.per_page or DEFAULT_PER_PAGE, show_inactive=not p.future_only,
+                     dsn=dsn, mirrors=mirrors)
+    planned = []
     with connect(dsn, autocommit=True) as conn:
         for integration, events in found.values():
             last_synced = {
@@ -283,8 +302,9 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
                         continue
                 chosen.append(event)
             chosen.sort(key=lambda e: abs((e.event_date - now.date()).days) if e.event_date else 10**6)
-            groups.append([work_item(integration, e) for e in chosen])
-    items = interleave(groups)
+            shared = [m.to_dict() for m in mirrors.get(integration.integration_id, [])]
+            planned.append([work_item(integration, e, **({"mirrors": shared} if shared else {})) for e in chosen])
+    items = interleave(planned)
     log.info("planned %d Haku events over %d integrations", len(items), len(found))
     return batch(items, MAX_MAPPED_ITEMS)
 
@@ -504,7 +524,7 @@ def _sync_event_locked(
             done, details = _sync_pages(client, event_id, integration, stored, progress, record, dsn, call_budget,
                                         estimated_size)
         record.calls = session.stats.calls
-        _finish(dsn, integration, event_id, wm, progress, record, done)
+        _finish(dsn, integration, event_id, wm, progress, record, done, engine.mirrors_of(item))
     except Exception as exc:
         record.status = "failed"
         record.error = redact(f"{exc.__class__.__name__}: {exc}")[:2000]
@@ -605,11 +625,15 @@ def _commit_page(
 
 def _finish(
     dsn: str, integration: Integration, event_id: str, wm: watermarks.Watermark | None, progress: Progress,
-    record: audit.AuditRecord, done: bool,
+    record: audit.AuditRecord, done: bool, mirrors: Sequence[Integration] = (),
 ) -> None:
     """The last page read: the cursor, the end of the resume state and the audit row, in one
-    transaction; a sync stopped by its budget only audits (its progress is already committed)."""
+    transaction; a sync stopped by its budget only audits (its progress is already committed).
+    The partners sharing the credential (`mirrors`) get the event's rows, cursor and audit row."""
     with connect(dsn) as conn, conn.transaction():
+        for mirror in mirrors:
+            conn.execute(COPY_EVENT_TO_MIRROR, {"mirror": mirror.timing_partner_id, "event_id": event_id,
+                                                "primary": integration.timing_partner_id})
         if not done:
             record.status = "partial"
             record.error = f"stopped by its call budget; resumes at page {progress.next_page}"
@@ -636,6 +660,13 @@ def _finish(
                            full_sync_at=record.started_at if progress.full else None)
         watermarks.reset(conn, integration.integration_id, resume_scope_of(event_id))
         record.write(conn)
+        for mirror in mirrors:  # the same cursor: the next sync of the shared credential covers both
+            watermarks.advance(conn, mirror.integration_id, scope_of(event_id),
+                               format_ts(cursor) if cursor is not None else EPOCH_CURSOR,
+                               full_sync_at=record.started_at if progress.full else None)
+            # sync_type "mirror": its rows were copied from the primary's sync (no call of its own)
+            audit.AuditRecord(PROVIDER, event_id, "mirror", mirror.integration_id, mirror.timing_partner_id,
+                              actual_size=record.actual_size, started_at=record.started_at).write(conn)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -76,6 +76,22 @@ MARK_UNLISTED = """
 UPDATE registrations.runsignup_participants SET removed_reason = 'not_listed', synced_at = now()
 WHERE timing_partner_id = %s AND race_id = %s AND event_id = %s AND removed_reason IS NULL
   AND registration_id = ANY(%s)
+"""
+# A credential shared by several timing partners is synced once: its rows are copied to the others.
+COPY_EVENT_TO_MIRROR = """
+INSERT INTO registrations.runsignup_participants AS t
+    (timing_partner_id, race_id, event_id, registration_id, first_name, last_name, email, dob, gender, bib_num,
+     registration_date, last_modified, removed_reason, raw, synced_at)
+SELECT %(mirror)s, race_id, event_id, registration_id, first_name, last_name, email, dob, gender, bib_num,
+       registration_date, last_modified, removed_reason, raw, synced_at
+FROM registrations.runsignup_participants
+WHERE timing_partner_id = %(primary)s AND race_id = %(race_id)s AND event_id = %(event_id)s
+ON CONFLICT (timing_partner_id, race_id, event_id, registration_id) DO UPDATE SET
+    first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, email = EXCLUDED.email, dob = EXCLUDED.dob,
+    gender = EXCLUDED.gender, bib_num = EXCLUDED.bib_num, registration_date = EXCLUDED.registration_date,
+    last_modified = EXCLUDED.last_modified, removed_reason = EXCLUDED.removed_reason, raw = EXCLUDED.raw,
+    synced_at = EXCLUDED.synced_at
+WHERE (t.last_modified, t.removed_reason, t.raw) IS DISTINCT FROM (EXCLUDED.last_modified, EXCLUDED.removed_reason, EXCLUDED.raw)
 """
 COUNT_ACTIVE = """
 SELECT count(*) FROM registrations.runsignup_participants
@@ -186,10 +202,14 @@ def discover_events(
     return rows, details, rejects
 
 
-def _event_work(integration: Integration, row: Mapping[str, Any], reason: str, last: datetime | None) -> dict[str, Any]:
+def _event_work(
+    integration: Integration, row: Mapping[str, Any], reason: str, last: datetime | None,
+    mirrors: Sequence[Integration] = (),
+) -> dict[str, Any]:
     start = row.get("start_time")
     return {
         "integration": integration.to_dict(),
+        **({"mirrors": [m.to_dict() for m in mirrors]} if mirrors else {}),
         "race_id": int(row["race_id"]),
         "event_id": int(row["event_id"]),
         "race_name": row.get("race_name"),
@@ -248,9 +268,11 @@ def group_work(per_integration: list[list[dict[str, Any]]], max_items: int = MAX
 
 
 def _plan_integration(
-    integration: Integration, p: SyncParams, now: datetime, today: date, retry: RetryPolicy | None
+    integration: Integration, p: SyncParams, now: datetime, today: date, retry: RetryPolicy | None,
+    mirrors: Sequence[Integration] = (),
 ) -> list[dict[str, Any]]:
-    """List one integration's events, upsert them, and return its due events (nearest first)."""
+    """List one integration's events, upsert them (for the partners sharing its credential too),
+    and return its due events (nearest first)."""
     known: dict[int, str] = {}
     stored: dict[int, list[dict[str, Any]]] = {}
     if not p.future_only:
@@ -278,6 +300,9 @@ def _plan_integration(
         row["synced_at"] = listed_at
     with warehouse.unit_of_work() as conn:
         result = warehouse.upsert(conn, EVENT_TABLE, rows, key=EVENT_KEY)
+        for mirror in mirrors:
+            warehouse.upsert(conn, EVENT_TABLE, [{**row, "timing_partner_id": mirror.timing_partner_id,
+                                                  "integration_id": mirror.integration_id} for row in rows], key=EVENT_KEY)
         for raw, reason in rejects:
             audit.reject(conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id,
                          unit="races")
@@ -303,7 +328,7 @@ def _plan_integration(
             if not engine.is_due_event(start.date() if start is not None else None, last, now, p.proximity_tiers):
                 continue
             reason = "due"
-        work.append(_event_work(integration, row, reason, last))
+        work.append(_event_work(integration, row, reason, last, mirrors))
     # nearest first; an event without a date last
     work.sort(key=lambda w: abs(_day(w["start_time"]) - today) if w["start_time"] else timedelta.max)
     return work
@@ -327,12 +352,14 @@ def plan(
     p = SyncParams.from_params(params)
     now = now or datetime.now(UTC)
     today = now.astimezone(UTC).date()
-    integrations = engine.select_run_integrations(PROVIDER, RunSignUpHook, REQUIRED_FIELDS, p.timing_partner_id)
+    groups = engine.credential_groups(
+        engine.select_run_integrations(PROVIDER, RunSignUpHook, REQUIRED_FIELDS, p.timing_partner_id), RunSignUpHook)
+    integrations = [group[0] for group in groups]  # a shared credential is listed and synced once
 
     per_integration: list[list[dict[str, Any]]] = []
     failures: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(integrations)))) as pool:
-        futures = [pool.submit(_plan_integration, i, p, now, today, retry) for i in integrations]
+        futures = [pool.submit(_plan_integration, group[0], p, now, today, retry, group[1:]) for group in groups]
         for integration, future in zip(integrations, futures, strict=True):
             try:
                 per_integration.append(future.result())
@@ -472,7 +499,8 @@ def sync_race(
     writer = engine.event_writer(PROVIDER, integration.timing_partner_id, *[f"{race_id}/{e}" for e in event_ids])
     try:
         with writer:
-            _sync_race_locked(p, integration, race_id, event_ids, names, client, now, started, start_ts, types, outcomes)
+            _sync_race_locked(p, integration, race_id, event_ids, names, client, now, started, start_ts, types, outcomes,
+                              engine.mirrors_of(events[0]))
     finally:
         if own_client:
             client.close()
@@ -482,7 +510,7 @@ def sync_race(
 def _sync_race_locked(
     p: SyncParams, integration: Integration, race_id: int, event_ids: list[int], names: Mapping[int, str],
     client: RunSignUpClient, now: datetime, started: datetime, start_ts: float, types: dict[int, str],
-    outcomes: dict[int, dict[str, Any] | Exception],
+    outcomes: dict[int, dict[str, Any] | Exception], mirrors: Sequence[Integration] = (),
 ) -> None:
     """sync_race's work, under the events' writer lock: read the cursors, fetch, write each event."""
     calls_before = client.calls
@@ -518,7 +546,7 @@ def _sync_race_locked(
         ref = EventRef(integration.timing_partner_id, race_id, event_id)
         try:
             summary = _write(integration, ref, f"{race_id}/{event_id}", event_scope(race_id, event_id),
-                             types[event_id], cursors[event_id], fetched[event_id], started, start_ts, spent)
+                             types[event_id], cursors[event_id], fetched[event_id], started, start_ts, spent, mirrors)
         except Exception as exc:
             outcomes[event_id] = _failed(integration, race_id, event_id, types[event_id], exc, spent, started)
             continue
@@ -578,6 +606,7 @@ def _write(
     started: datetime,
     start_ts: float,
     calls: int,
+    mirrors: Sequence[Integration] = (),
 ) -> dict[str, Any]:
     full = sync_type == "full"
     active_rows, removed_rows = [], []
@@ -618,6 +647,12 @@ def _write(
             actual_size=actual, started_at=started,
         )
         record.write(conn)
+        for mirror in mirrors:  # the partners sharing this credential: the same rows, cursor and a "mirror" audit row
+            conn.execute(COPY_EVENT_TO_MIRROR, {"mirror": mirror.timing_partner_id, "primary": ref.timing_partner_id,
+                                                "race_id": ref.race_id, "event_id": ref.event_id})
+            watermarks.advance(conn, mirror.integration_id, scope, cursor.encode(), full_sync_at=started if full else None)
+            audit.AuditRecord(PROVIDER, unit, "mirror", integration_id=mirror.integration_id,
+                              timing_partner_id=mirror.timing_partner_id, actual_size=actual, started_at=started).write(conn)
     if rejects:
         log.warning("event %s: %d record(s) rejected (see paceline.rejected_records), e.g. %s",
                     unit, len(rejects), rejects[0][1])

@@ -708,6 +708,7 @@ class HakuStandIn(StandIn):
             "cancel_participants": self._mutate_cancel,
             "expire_tokens": self._mutate_expire_tokens,
             "reset_data": self._mutate_reset,
+            "add_event": self._mutate_add_event,
         }
 
     def _select_events(self, payload: dict[str, Any]) -> list[HakuEventSpec]:
@@ -828,6 +829,17 @@ class HakuStandIn(StandIn):
             del self._tokens[t]
             self._uses_left.pop(t, None)
         return {"action": "expire_tokens", "count": len(doomed)}
+
+    def _mutate_add_event(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A new event arrives: {"client_id", "name", "offset_days" (from today), "count"}."""
+        owner = payload["client_id"]
+        if owner not in {i.login for i in self._integrations}:
+            raise ValueError("unknown client_id")
+        with self.lock:
+            self._add_event(self._mutation_rng, owner, str(payload.get("name") or "New Event"), "Springfield", "IL",
+                            int(payload.get("offset_days", 10)), int(payload["count"]), CATEGORY_SETS[0])
+            event = list(self.events.values())[-1]
+        return {"action": "add_event", "event_id": event.event_id, "count": event.count}
 
     def _mutate_reset(self, payload: dict[str, Any]) -> dict[str, Any]:
         dropped = len(self._overlays)
