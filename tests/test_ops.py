@@ -151,7 +151,7 @@ def test_quota_counts_calls_in_the_window_and_says_when_the_next_one_fits(wareho
     assert key not in json.dumps(spent)  # the key holds a login: never shown
 
 
-def test_quota_separates_background_calls_and_shows_who_holds_the_rooms(warehouse: str) -> None:
+def test_quota_separates_background_calls_and_shows_who_holds_the_rooms(warehouse: str, monkeypatch) -> None:
     key = f"test:ops-rooms:{uuid.uuid4().hex}"
     rates = (RateSpec(120, 3600.0),)  # a pace of 10 per 5 minutes for background calls
     limiter = SharedRateLimiter(warehouse)
@@ -162,6 +162,8 @@ def test_quota_separates_background_calls_and_shows_who_holds_the_rooms(warehous
         limiter.acquire(key, rates, background=True)
     with psycopg.connect(warehouse, autocommit=True) as conn:
         [idle] = quota.quota_snapshot(conn, [credential])
+        for name, value in (("DAG_ID", "haku_backfill"), ("TASK_ID", "sync_large"), ("MAP_INDEX", "3")):
+            monkeypatch.setenv(f"AIRFLOW_CTX_{name}", value)  # what Airflow sets in a task's process
         with limiter.waiting_room(key), limiter.lane(key) as taken:
             assert taken
             [busy] = quota.quota_snapshot(conn, [credential])
@@ -169,6 +171,7 @@ def test_quota_separates_background_calls_and_shows_who_holds_the_rooms(warehous
     assert not idle["waiting_room"]["held"] and not idle["lane"]["held"]
     assert busy["waiting_room"]["held"] and busy["lane"]["held"]
     assert busy["waiting_room"]["holder"]["pid"] != busy["lane"]["holder"]["pid"]  # each on a connection of its own
+    assert busy["lane"]["holder"]["application_name"] == "haku_backfill.sync_large[3]"
     assert not busy["background_room"]["held"]
 
 

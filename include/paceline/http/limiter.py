@@ -185,6 +185,17 @@ class QuotaSpent(AirflowRescheduleException):
         return f"quota spent: the next call is allowed in {self.wait_s:.0f}s; rescheduled for then"
 
 
+def holder_name() -> str:
+    """The application_name of a lock's connection: the Airflow task holding it (`paceline quota`
+    shows it from pg_stat_activity), else the process. Never the key: it contains a login."""
+    dag, task = os.environ.get("AIRFLOW_CTX_DAG_ID"), os.environ.get("AIRFLOW_CTX_TASK_ID")
+    if not (dag and task):
+        return f"paceline pid {os.getpid()}"
+    index = os.environ.get("AIRFLOW_CTX_MAP_INDEX")
+    suffix = f"[{index}]" if index not in (None, "", "-1") else ""
+    return f"{dag}.{task}{suffix}"[-63:]  # PostgreSQL keeps 63 bytes
+
+
 def bucket_table(key: str) -> str:
     """A table name for a key; hashed because keys contain credentials, which must not show."""
     return "pl_" + hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -446,7 +457,7 @@ class SharedRateLimiter:
 
         The lane is an advisory lock on a connection of its own, so a worker that dies frees it."""
         lock = lane_id(key)
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with psycopg.connect(self.dsn, autocommit=True, application_name=holder_name()) as conn:
             row = conn.execute(TRY_LOCK, (lock,)).fetchone()
             taken = bool(row and row[0])
             try:
@@ -459,7 +470,7 @@ class SharedRateLimiter:
     def waiting_room(self, key: str, max_wait_s: float | None = None, *, background: bool = False) -> Iterator[None]:
         """Hold `key`'s waiting room (queueing behind its current waiter) on a connection of its own."""
         room = waiting_room_id(key, background=background)
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with psycopg.connect(self.dsn, autocommit=True, application_name=holder_name()) as conn:
             if max_wait_s is not None:
                 conn.execute(SET_WAITING_ROOM_TIMEOUT, (f"{max(1, int(max_wait_s * 1000))}ms",))
             try:
