@@ -46,7 +46,7 @@ def _wait_for_data(stack: Stack, dag_id: str, days: tuple[str, ...], timeout: fl
     counts: tuple[int, int] = (0, 0)
     runs: list[dict] = []
     while time.monotonic() < deadline:
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{stack.pg_port}/paceline") as conn:
+        with psycopg.connect(stack.dsn()) as conn:
             counts = conn.execute(DATA_READY).fetchone()
         runs = [
             r

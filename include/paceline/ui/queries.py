@@ -42,13 +42,14 @@ FROM registrations.provider_integrations
 ORDER BY provider, timing_partner_id, integration_id
 """
 BUCKET_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
-# Calls in the last `window` seconds, and per minute over the last hour (minute 0 = the current one).
+# Calls in the last `window` seconds, and per minute over the last hour (minute 0 = the current one;
+# a call in flight may be logged a moment ahead, see the limiter's settled rates).
 BUCKET_WINDOW_COUNT = """
 SELECT count(*) FROM {table}
 WHERE item_timestamp::timestamptz >= clock_timestamp() - make_interval(secs => %s)
 """
 BUCKET_PER_MINUTE = """
-SELECT floor(extract(epoch FROM clock_timestamp() - item_timestamp::timestamptz) / 60)::int, count(*)
+SELECT greatest(0, floor(extract(epoch FROM clock_timestamp() - item_timestamp::timestamptz) / 60))::int, count(*)
 FROM {table}
 WHERE item_timestamp::timestamptz >= clock_timestamp() - interval '60 minutes'
 GROUP BY 1
