@@ -82,21 +82,44 @@ def _run(args: argparse.Namespace) -> int:
     return run(scale=args.scale, port=args.port, host=args.host)
 
 
+def _nba_settings(args: argparse.Namespace) -> object:
+    from paceline.nba.settings import DEFAULTS
+
+    overrides = {"null_share_fail_above": args.fail_above, "min_zone_coverage": args.min_zone_coverage}
+    return DEFAULTS.with_overrides({k: v for k, v in overrides.items() if v is not None})
+
+
 def _nba_check(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-
-    from paceline.nba.quality import DataQualityError, check_range
+    from paceline.nba.quality import DataQualityError, check_range, warnings
+    from paceline.nba.tasks import bigquery_client
 
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    rows = tuple(args.rows) if args.rows else None
     try:
-        results = check_range(BigQueryHook(gcp_conn_id=args.conn_id), start, end, band=(args.band_low, args.band_high))
+        results = check_range(bigquery_client(args.conn_id), start, end, band=(args.band_low, args.band_high),
+                              settings=_nba_settings(args), expected_rows=rows)
     except DataQualityError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     for result in results:
-        print(result)
+        print(result.describe())
+    for note in warnings(results):
+        print(f"WARNING (passes with a note): {note}", file=sys.stderr)
+    return 0
+
+
+def _nba_setup(args: argparse.Namespace) -> int:
+    from paceline.nba.setup import SetupError, ensure_summary_table
+    from paceline.nba.tasks import bigquery_client
+
+    try:
+        result = ensure_summary_table(bigquery_client(args.conn_id), location=args.location)
+    except SetupError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(result.describe())
     return 0
 
 
@@ -223,8 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--end", required=True, help="YYYY-MM-DD")
     check.add_argument("--band-low", type=float, default=0.35, help="lowest NULL share of minutes_played")
     check.add_argument("--band-high", type=float, default=0.45, help="highest NULL share of minutes_played")
+    check.add_argument("--fail-above", type=float, help="NULL share above which the gate fails (default 0.60)")
+    check.add_argument("--min-zone-coverage", type=float, help="least share of attempts in a zone (default 0.85)")
+    check.add_argument("--rows", type=int, nargs=2, metavar=("MIN", "MAX"),
+                       help="expected row count (default for 2021-10-01..2024-05-01: 110000 160000)")
     check.add_argument("--conn-id", default="google_cloud_default")
     check.set_defaults(func=_nba_check)
+    nba_setup = nba_sub.add_parser(
+        "setup", help="create nba_analytics and the partitioned, clustered player_game_summary if missing"
+    )
+    nba_setup.add_argument("--location", help="dataset location (default: that of nba_raw, else BigQuery's)")
+    nba_setup.add_argument("--conn-id", default="google_cloud_default")
+    nba_setup.set_defaults(func=_nba_setup)
 
     racing = sub.add_parser("racing", help="horse racing")
     racing_sub = racing.add_subparsers(dest="racing_command", required=True)

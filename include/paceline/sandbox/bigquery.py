@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from paceline.config import project_root
-from paceline.nba import BOX_TABLE, PBP_TABLE, SQL_DIR
+from paceline.nba import BOX_TABLE, PBP_TABLE
 from paceline.sandbox.processes import pid_alive
 
 DEFAULT_PROJECT = "paceline-local"
@@ -48,8 +48,6 @@ SCALES: dict[str, tuple[dt.date, dt.date]] = {
     "seed": (dt.date(2021, 10, 1), dt.date(2024, 5, 1)),
 }
 
-DDL_FILES = ("ddl/box_player.sql", "ddl/pbp_actions.sql", "ddl/player_game_summary.sql")
-DATASETS = ("nba_raw", "nba_analytics")
 DELETE_BOX_RANGE = "DELETE FROM nba_raw.box_player WHERE game_date BETWEEN @start_date AND @end_date"
 DELETE_PBP_RANGE = "DELETE FROM nba_raw.pbp_actions WHERE game_date BETWEEN @start_date AND @end_date"
 
@@ -251,12 +249,11 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def ensure_schema(client: Any) -> None:
     """Create the datasets and tables of docs/contract.md when missing. Idempotent; never drops."""
-    from google.cloud import bigquery
+    # The summary table goes through the same set-up as on BigQuery (`paceline nba setup`).
+    from paceline.nba.setup import ensure_raw_tables, ensure_summary_table
 
-    for name in DATASETS:
-        client.create_dataset(bigquery.Dataset(f"{client.project}.{name}"), exists_ok=True)
-    for name in DDL_FILES:
-        client.query((SQL_DIR / name).read_text()).result()
+    ensure_raw_tables(client)
+    ensure_summary_table(client)
 
 
 # ---------------------------------------------------------------------------------------------
