@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from paceline.registrations import haku_backfill
+from paceline.registrations.planning import mapped_batches
 from tests.registrations.haku_support import HakuWorld, audit_rows, haku_fixture  # noqa: F401 - fixture
 
 
@@ -79,12 +80,12 @@ def _item(integration_id: str, n: int) -> dict:
     return {"integration": {"integration_id": integration_id}, "event_id": f"{integration_id}-{n}"}
 
 
-def test_lane_batches_keep_one_credential_per_batch_and_interleave() -> None:
+def test_mapped_batches_keep_one_credential_per_batch_and_interleave() -> None:
     groups = [[_item("a", n) for n in range(6)], [_item("b", n) for n in range(2)], [_item("c", n) for n in range(1)]]
-    few = haku_backfill.lane_batches(groups, max_items=512)
+    few = mapped_batches(groups, max_items=512)
     assert [b[0]["event_id"] for b in few] == ["a-0", "b-0", "c-0", "a-1", "b-1", "a-2", "a-3", "a-4", "a-5"]
     assert all(len(b) == 1 for b in few)
-    capped = haku_backfill.lane_batches(groups, max_items=4)
+    capped = mapped_batches(groups, max_items=4)
     assert len(capped) <= 4
     assert all(len({i["integration"]["integration_id"] for i in b}) == 1 for b in capped)
     assert sorted(i["event_id"] for b in capped for i in b) == sorted(i["event_id"] for g in groups for i in g)

@@ -31,7 +31,7 @@ from paceline.providers.haku.client import HakuClient
 from paceline.providers.haku.models import HakuEvent
 from paceline.registrations import haku_sync
 from paceline.registrations.engine import ParamError
-from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, batch
+from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, mapped_batches
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
                 status="failed" if errors else "success", error="; ".join(errors)[:2000] or None,
             ).write(conn)
             log.info("%s: %d small/medium and %d large events, sized in %d calls", iid, len(small), len(large), calls)
-    small_batches = lane_batches(small_groups, MAX_MAPPED_ITEMS)
-    large_batches = lane_batches(large_groups, MAX_MAPPED_ITEMS)
+    small_batches = mapped_batches(small_groups, MAX_MAPPED_ITEMS)
+    large_batches = mapped_batches(large_groups, MAX_MAPPED_ITEMS)
     small_tasks = small_tasks_by_integration(small_batches)
     small_items = [i for b in small_batches for i in b]
     large_items = [i for b in large_batches for i in b]
@@ -161,23 +161,6 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
 
 def integration_of(events: Sequence[Mapping[str, Any]]) -> str:
     return events[0]["integration"]["integration_id"]
-
-
-def lane_batches(groups: Sequence[Sequence[dict[str, Any]]], max_items: int = MAX_MAPPED_ITEMS) -> list[list[dict[str, Any]]]:
-    """Batches of one integration each, round-robin across integrations, at most `max_items` in all.
-
-    Each integration's share of the batches follows its share of the events (at least one each);
-    order within an integration is kept. One credential per batch lets its large events wait for
-    exactly its own small ones; round-robin makes the first tasks spend every credential's quota.
-    """
-    groups = [list(g) for g in groups if g]
-    total = sum(len(g) for g in groups)
-    if not total:
-        return []
-    budgets = [len(g) if total <= max_items else max(1, len(g) * max_items // total) for g in groups]
-    while sum(budgets) > max_items:  # only when there are more integrations than batches allow
-        budgets[budgets.index(max(budgets))] -= 1
-    return haku_sync.interleave([batch(g, budget) for g, budget in zip(groups, budgets, strict=True)])
 
 
 def small_tasks_by_integration(small_batches: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, list[int]]:

@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -62,7 +62,7 @@ from paceline.providers.haku.models import (
 )
 from paceline.registrations import engine
 from paceline.registrations.engine import ParamError, PlanFailure, SyncParams
-from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, batch, select_integrations
+from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, mapped_batches, select_integrations
 
 log = logging.getLogger(__name__)
 
@@ -153,18 +153,6 @@ def default_call_budget(integration: Integration) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Planning
-
-
-def interleave(groups: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Round-robin over integrations, so concurrent tasks spend different credentials' quotas."""
-    queues = [list(g) for g in groups if g]
-    out: list[dict[str, Any]] = []
-    while queues:
-        for queue in list(queues):
-            out.append(queue.pop(0))
-            if not queue:
-                queues.remove(queue)
-    return out
 
 
 def list_events(
@@ -304,9 +292,10 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
             chosen.sort(key=lambda e: abs((e.event_date - now.date()).days) if e.event_date else 10**6)
             shared = [m.to_dict() for m in mirrors.get(integration.integration_id, [])]
             planned.append([work_item(integration, e, **({"mirrors": shared} if shared else {})) for e in chosen])
-    items = interleave(planned)
-    log.info("planned %d Haku events over %d integrations", len(items), len(found))
-    return batch(items, MAX_MAPPED_ITEMS)
+    batches = mapped_batches(planned, MAX_MAPPED_ITEMS)
+    log.info("planned %d Haku events over %d integrations in %d mapped tasks", sum(map(len, batches)), len(found),
+             len(batches))
+    return batches
 
 
 # ---------------------------------------------------------------------------------------------

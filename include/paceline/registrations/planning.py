@@ -190,6 +190,41 @@ def batch(items: Iterable[T], max_items: int = MAX_MAPPED_ITEMS) -> list[list[T]
     return result
 
 
+def interleave(groups: Iterable[Sequence[T]]) -> list[T]:
+    """Round-robin over groups (integrations), so concurrent tasks spend different credentials' quotas."""
+    queues = [list(g) for g in groups if g]
+    out: list[T] = []
+    while queues:
+        for queue in list(queues):
+            out.append(queue.pop(0))
+            if not queue:
+                queues.remove(queue)
+    return out
+
+
+def mapped_batches(per_integration: Sequence[Sequence[T]], max_items: int = MAX_MAPPED_ITEMS) -> list[list[T]]:
+    """The mapped tasks of a run: units (events, races) of one integration per batch, round-robin
+    across integrations, at most `max_items` batches in all; the one batching rule of every
+    registration DAG.
+
+    With few units each is its own batch (a failing event fails alone). Beyond `max_items`, each
+    integration's share of the batches follows its share of the units (at least one each), order
+    kept. One integration per batch lets a task judge its credential's quota before it starts;
+    round-robin makes the first tasks the pool admits spend every credential's quota. Only with
+    more integrations than `max_items` do batches mix integrations.
+    """
+    groups = [list(g) for g in per_integration if g]
+    total = sum(len(g) for g in groups)
+    if not total:
+        return []
+    if len(groups) > max_items:
+        return batch(interleave(groups), max_items)
+    budgets = [len(g) if total <= max_items else max(1, len(g) * max_items // total) for g in groups]
+    while sum(budgets) > max_items:
+        budgets[budgets.index(max(budgets))] -= 1
+    return interleave([batch(g, budget) for g, budget in zip(groups, budgets, strict=True)])
+
+
 def group_count(n_items: int, max_items: int = MAX_MAPPED_ITEMS) -> int:
     return min(max_items, n_items) if n_items else 0
 

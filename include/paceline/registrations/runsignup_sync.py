@@ -55,7 +55,7 @@ from paceline.providers.runsignup.models import (
 )
 from paceline.registrations import engine
 from paceline.registrations.engine import PlanFailure, SyncParams
-from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, batch
+from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, mapped_batches
 
 log = logging.getLogger(__name__)
 
@@ -243,28 +243,12 @@ def _by_race(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def group_work(per_integration: list[list[dict[str, Any]]], max_items: int = MAX_MAPPED_ITEMS) -> list[dict[str, Any]]:
-    """Mapped items: one race's due events each while they fit, else batches of races of one integration.
-
-    A race's events stay in one item, so that they share their calls. Items alternate between
-    integrations so that the first tasks the pool admits spend different credentials' quotas
-    rather than queueing on one.
-    """
-    lists = [_by_race(events) for events in per_integration if events]
-    total = sum(len(races) for races in lists)
-    if not total:
-        return []
-    shares = [max(1, (max_items * len(races)) // total) for races in lists]
-    if sum(shares) <= max_items:
-        groups_per_list = [batch(races, share) for races, share in zip(lists, shares, strict=True)]
-    else:  # more integrations than items: let batches cross integrations
-        groups_per_list = [batch([race for races in lists for race in races], max_items)]
-    items: list[dict[str, Any]] = []
-    for round_ in range(max(len(groups) for groups in groups_per_list)):
-        for groups in groups_per_list:
-            if round_ < len(groups):
-                events = [event for race in groups[round_] for event in race]
-                items.append({"label": _label(events), "events": events})
-    return items
+    """Mapped items (planning.mapped_batches over races): one race's due events each while they
+    fit, else batches of races of one integration; a race's events stay in one item, so that they
+    share their calls."""
+    return [{"label": _label(events), "events": events}
+            for events in ([e for race in races for e in race]
+                           for races in mapped_batches([_by_race(events) for events in per_integration], max_items))]
 
 
 def _plan_integration(
