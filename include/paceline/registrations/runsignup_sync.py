@@ -1,19 +1,21 @@
-"""RunSignUp registrations sync: plan the due events, then sync each in one transaction.
+"""RunSignUp registrations: the RunSignUp adapter of the registration engine.
 
-``plan(params, now)`` reads the enabled integrations, checks their connections (nothing is
-written when a param or a connection is wrong), lists each key's races and events from the API,
-upserts them into ``registrations.runsignup_events`` and returns the events whose proximity tier
-says they are due, cut into at most 512 mapped items.
+What is RunSignUp's own (params, the choice of integrations, the full/incremental rule, the
+writer lock, the batch loop and the run's verdict are :mod:`paceline.registrations.engine`'s):
+
+``plan(params, now)`` lists each key's races and events (the race list for future events; race
+details, read again only when a race's ``last_modified`` changes, for past ones), keeps a
+malformed race or event in ``paceline.rejected_records``, upserts the rest into
+``registrations.runsignup_events`` and returns the due events, one race per mapped item while
+they fit.
 
 ``sync_batch(item, params)`` (one mapped task) syncs the item's events race by race
 (``sync_race``): the events of a race share their calls (``event_id`` as a list) and each
-commits alone. ``sync_event(event, params)`` is the same for one event. Each event gets a full
-sync (every participant and every removed registration) when the event has no cursor, when its
-cursor was last advanced more than
-``incremental_days`` ago, on ``force_full_sync``, or when an incremental call fails in a way a
-full read avoids; otherwise an incremental one (``modified_after_timestamp`` = the cursor,
-inclusive). The participants, the removals, the rejected records, the new cursor and the audit
-row commit in one transaction, so a killed task leaves the event as it was.
+commits alone, under its writer lock. A full sync reads every participant and every removed
+registration and marks the registrations it no longer lists ``not_listed``; an incremental one
+sends the cursor as ``modified_after_timestamp`` (inclusive). The participants, the removals,
+the rejected records, the new cursor and the audit row commit in one transaction, so a killed
+task leaves the event as it was.
 
 The cursor is the highest ``last_modified`` seen, but never later than the sync's start minus a
 margin: a record modified while the pages were being read, behind the keyset position, then
