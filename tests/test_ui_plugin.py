@@ -210,3 +210,34 @@ def test_the_app_refuses_a_request_without_a_login(warehouse_dsn: str) -> None:
     # The page itself sends a browser without a session to Airflow's login form.
     login = client.get("/", follow_redirects=False)
     assert login.status_code == 303 and login.headers["location"] == auth.get_url_login(next_url="http://testserver/")
+
+
+# 2030-01-01: 2 of 5 rows without minutes (40%, in the band); 2030-01-02: 4 of 5 (80%).
+NBA_ROWS = """
+INSERT INTO nba_analytics.player_game_summary (game_date, game_id, player_id, minutes_played) VALUES
+  (DATE '2030-01-01', 'g1', 1, NULL), (DATE '2030-01-01', 'g1', 2, NULL), (DATE '2030-01-01', 'g1', 3, 12.5),
+  (DATE '2030-01-01', 'g1', 4, 20.0), (DATE '2030-01-01', 'g1', 5, 31.0),
+  (DATE '2030-01-02', 'g2', 1, NULL), (DATE '2030-01-02', 'g2', 2, NULL), (DATE '2030-01-02', 'g2', 3, NULL),
+  (DATE '2030-01-02', 'g2', 4, NULL), (DATE '2030-01-02', 'g2', 5, 30.0)
+"""
+
+
+def test_nba_null_share_per_game_day_from_the_emulator(tmp_path) -> None:
+    from paceline.sandbox import bigquery as sb
+    from paceline.ui import charts, queries
+
+    if not sb.emulator_available():
+        pytest.skip(f"BigQuery emulator venv missing ({sb.bq_python()}): run scripts/setup-bq-emulator.sh")
+    emulator = sb.start_emulator(tmp_path / "bigquery", persistent=False)
+    try:
+        client = emulator.client()
+        sb.ensure_schema(client)
+        client.query(NBA_ROWS).result()
+        data = queries.nba_null_share(client, timeout_s=30)
+    finally:
+        emulator.stop()
+    assert data["error"] is None
+    assert [(d["day"], d["rows"], d["null_rows"]) for d in data["days"]] == [("2030-01-01", 5, 2), ("2030-01-02", 5, 4)]
+    assert [d["null_share"] for d in data["days"]] == pytest.approx([0.4, 0.8])
+    fills = re.findall(r'<circle class="gameday"[^>]*fill="([^"]+)"', charts.nba_chart(data))
+    assert fills == [charts.GREEN, charts.RED]
