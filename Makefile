@@ -6,7 +6,6 @@ VENV := .venv
 BQ_VENV := .venv-bq
 STAMP := $(VENV)/.paceline-installed
 BQ_STAMP := $(BQ_VENV)/.paceline-installed
-TEST_STAMP := $(VENV)/.paceline-test-installed
 PYTEST_ARGS ?=
 
 .PHONY: run test venv lint bench clean-local compose-tool
@@ -24,11 +23,6 @@ $(BQ_STAMP): requirements-bqemulator.txt scripts/setup-bq-emulator.sh
 
 venv: $(STAMP) $(BQ_STAMP)
 
-# Test-only packages (Playwright); the browser is Debian's Chromium (scripts/setup-browser.sh).
-$(TEST_STAMP): $(STAMP) requirements-test.txt
-	$(VENV)/bin/python -m pip install -q -r requirements-test.txt -c constraints.txt
-	@touch $(TEST_STAMP)
-
 run: venv
 	$(VENV)/bin/python -m paceline run
 
@@ -36,7 +30,8 @@ run: venv
 compose-tool:
 	bash scripts/install-compose.sh
 
-test: venv $(TEST_STAMP) compose-tool
+test: venv compose-tool
+	@# Debian's Chromium for the browser test (Playwright, from requirements-dev.txt, drives it).
 	@command -v chromium >/dev/null 2>&1 || bash scripts/setup-browser.sh
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: a broken suite counts as a failure"; exit 1; fi; \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Chromium from Debian's packages, for the end-to-end browser test (tests/e2e/test_ui.py).
-# Playwright (requirements-test.txt) drives this system browser: no browser download.
+# Playwright (requirements-dev.txt) drives this system browser: no browser download.
 # Called by `make test` when no chromium is on PATH; needs root (CI runs as root) or sudo.
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then

@@ -63,7 +63,7 @@ def _wait_for_data(stack: Stack, dag_id: str, days: tuple[str, ...], timeout: fl
 
 @pytest.mark.timeout(1800)  # the stack's start, the runs' data and the browser on a busy 2-core machine
 def test_paceline_view_shows_every_chart_after_login(stack: Stack, tmp_path: Path) -> None:
-    from playwright import sync_api  # requirements-test.txt
+    from playwright import sync_api  # requirements-dev.txt
 
     created = stack.airflow(
         "backfill", "create", "--dag-id", "nba_player_game_summary",
