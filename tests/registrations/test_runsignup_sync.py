@@ -500,3 +500,17 @@ def test_a_credential_shared_by_two_partners_is_listed_and_synced_once(sandbox: 
     assert sandbox.rows(6) == sandbox.rows(2) and sandbox.rows(2)  # the same rows, read once
     sandbox.assert_matches_truth(2, {e["event_id"] for e in events})
     assert sandbox.scalar("SELECT count(*) FROM registrations.runsignup_events WHERE timing_partner_id = 6") == len(events)
+
+
+def test_a_plan_retried_after_a_listing_failure_clears_it(sandbox: Sandbox, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "runsignup_sync")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__retried")
+    revoked = sandbox.by_tp(1)
+    sandbox.control("mutate", {"action": "revoke_credential", "login": revoked["login"]})
+    planned = rsu.plan({}, retry=FAST)  # tp1's listing fails; tp2 is planned
+    assert planned and {e["integration"]["timing_partner_id"] for i in planned for e in i["events"]} == {2}
+    with pytest.raises(engine.RunFailed, match=rf"{revoked['integration_id']} plan: listing races failed"):
+        rsu.summarize_run("manual__retried")
+    sandbox.control("mutate", {"action": "restore_credential", "login": revoked["login"]})
+    rsu.plan({}, retry=FAST)  # the plan task's retry: this attempt's listing succeeds
+    assert rsu.summarize_run("manual__retried")["failed"] == []

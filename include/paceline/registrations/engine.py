@@ -364,7 +364,8 @@ def summarize_run(
         "partial": sum(1 for r in units if r["status"] == "partial"),
     }
     for name in ("inserted", "updated", "removed", "rejected", "calls"):
-        summary[name] = sum(r[name] or 0 for r in rows)
+        summary[name] = sum(r[name] or 0 for r in units)
+    summary["plan_calls"] = sum(r["calls"] or 0 for r in rows if r not in units)  # listings, size estimates
     failures = [f"{r['integration_id']} {r['unit']}: {(r['error'] or '')[:300]}" for r in rows if r["status"] == "failed"]
     failures += [f"task {name} failed" for name in failed_tasks(task_states, own_task_id)]
     summary["failed"] = failures

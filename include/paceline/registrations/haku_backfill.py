@@ -138,7 +138,8 @@ def plan(params: Mapping[str, Any] | None, now: datetime | None = None, dsn: str
             audit.AuditRecord(
                 haku_sync.PROVIDER, "estimate", "estimate", iid, integration.timing_partner_id,
                 calls=calls, estimated_size=sum(max(n, 0) for _, n in sized),
-                status="failed" if errors else "success", error="; ".join(errors)[:2000] or None,
+                # an event that cannot be sized is still backfilled (among the large): a note, not a failure
+                error=("could not size: " + "; ".join(errors))[:2000] if errors else None,
             ).write(conn)
             log.info("%s: %d small/medium and %d large events, sized in %d calls", iid, len(small), len(large), calls)
     small_batches = mapped_batches(small_groups, MAX_MAPPED_ITEMS)

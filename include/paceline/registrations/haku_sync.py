@@ -232,7 +232,8 @@ def discover(
                 audit.reject(conn, provider=PROVIDER, reason=reason, raw=raw, integration_id=integration.integration_id,
                              unit="events")
             audit.AuditRecord(
-                PROVIDER, "events", "events", integration.integration_id, integration.timing_partner_id,
+                # unit "plan": this attempt's listing succeeded (a retried plan replaces an earlier failure)
+                PROVIDER, engine.PLAN_UNIT, "events", integration.integration_id, integration.timing_partner_id,
                 rows_inserted=result.inserted, rows_updated=result.updated, rows_rejected=len(rejects),
                 calls=calls, actual_size=len(events), started_at=started,
             ).write(conn)

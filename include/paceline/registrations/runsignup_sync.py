@@ -294,6 +294,11 @@ def _plan_integration(
                          unit="races")
         for race_id, modified in details.items():  # with the events they listed
             watermarks.advance(conn, integration.integration_id, race_scope(race_id), modified)
+        # unit "plan": this attempt's listing succeeded (a retried plan replaces an earlier failure)
+        audit.AuditRecord(PROVIDER, engine.PLAN_UNIT, "races", integration_id=integration.integration_id,
+                          timing_partner_id=integration.timing_partner_id, rows_inserted=result.inserted,
+                          rows_updated=result.updated, rows_rejected=len(rejects), calls=client.calls,
+                          actual_size=len(rows), started_at=listed_at).write(conn)
         synced = {scope: at for scope, at in conn.execute(SELECT_EVENT_SYNC_TIMES, (integration.integration_id,))}
     log.info(
         "integration %s (timing partner %s): %d events (%d new, %d changed), %d calls",
