@@ -214,3 +214,27 @@ def test_failure_notifications_are_off_by_default_and_go_through_the_configured_
     monkeypatch.setenv(dag_defaults.NOTIFIER_ENV, json.dumps({"notifier": f"{__name__}.RecordingNotifier", "kwargs": {"fail": True}}))
     dag_defaults.notify_failure({"ti": TI()})  # a broken notifier never hides the task's own failure
     assert dag_defaults.DEFAULT_ARGS["on_failure_callback"] is dag_defaults.notify_failure
+
+
+def test_quota_finds_credentials_in_airflows_metadata_database(warehouse_dsn: str, partner: int, tmp_path: Path) -> None:
+    """Connections the sandbox (or a user) stored in Airflow's metadata database, not in the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "_AIRFLOW"))}
+    env.update({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+                localenv.NO_LOCAL_ENV: "1"})  # fmt: skip
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    conn_id = f"rsu_meta_{partner}"
+    for cid in (conn_id, "racing_api"):
+        subprocess.run([airflow, "connections", "add", cid, "--conn-type", "http", "--conn-host", "http://127.0.0.1:9",
+                        "--conn-login", f"login-{cid}", "--conn-password", "secret"],
+                       env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
+    with psycopg.connect(warehouse_dsn) as conn:
+        ops.upsert_integrations(conn, [{"integration_id": f"rsu-meta-{partner}", "provider": "runsignup",
+                                        "timing_partner_id": partner, "conn_id": conn_id}])  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "paceline", "quota", "--json", "--dsn", warehouse_dsn],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    by_label = {c["credential"]: c for c in json.loads(done.stdout)}
+    assert by_label[conn_id]["error"] is None and by_label[conn_id]["windows"][0]["limit"] == 1000
+    assert by_label["racing_api"]["error"] is None
+    assert f"login-{conn_id}" not in done.stdout  # the key holds the login: never shown

@@ -12,6 +12,17 @@ class CommandError(Exception):
     """An operator error: printed as one clear line, exit code 2, no traceback."""
 
 
+def use_metadata_connections() -> None:
+    """Let Airflow's SDK find connections in the metadata database too (as the UI and `airflow
+    connections get` do): outside a task it reads only AIRFLOW_CONN_* and secrets backends."""
+    import os
+
+    from paceline.ops.localenv import airflow_configured
+
+    if airflow_configured():
+        os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
+
+
 def warehouse_dsn(args: argparse.Namespace) -> str:
     """The warehouse DSN from --dsn or the Airflow connection, or a CommandError saying what to set."""
     if getattr(args, "dsn", None):
@@ -29,6 +40,7 @@ def warehouse_dsn(args: argparse.Namespace) -> str:
         )
     from paceline.db.warehouse import dsn_from_airflow
 
+    use_metadata_connections()
     try:
         return dsn_from_airflow(conn_id)
     except Exception as exc:  # AirflowNotFoundException, an unreachable metadata database...
@@ -153,6 +165,8 @@ def _quota(args: argparse.Namespace) -> int:
     with warehouse(args, autocommit=True) as conn:
         from paceline.ops import quota
         from paceline.ops.render import render_quota
+
+        use_metadata_connections()  # the credentials' connections, e.g. those the sandbox wrote
 
         snapshot = quota.quota_snapshot(conn)
     print(json.dumps(snapshot, indent=2) if args.json else render_quota(snapshot))
