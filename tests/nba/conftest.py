@@ -76,7 +76,7 @@ def airflow_db() -> None:
     initdb()
 
 
-_next_day = [dt.date(1990, 1, 1)]  # in the past: a DAG run of a future day waits for it
+_next_day = [dt.date(2025, 1, 1)]  # after start_date, in the past (a future day waits for its games)
 
 
 @pytest.fixture
