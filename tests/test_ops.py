@@ -13,6 +13,7 @@ import pytest
 
 from paceline.http.limiter import RateSpec, SharedRateLimiter
 from paceline.ops import quota, status
+from paceline.ops.render import render_quota
 
 NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
 
@@ -172,6 +173,8 @@ def test_quota_separates_background_calls_and_shows_who_holds_the_rooms(warehous
     assert busy["waiting_room"]["held"] and busy["lane"]["held"]
     assert busy["waiting_room"]["holder"]["pid"] != busy["lane"]["holder"]["pid"]  # each on a connection of its own
     assert busy["lane"]["holder"]["application_name"] == "haku_backfill.sync_large[3]"
+    table = render_quota([busy])  # what `paceline quota` prints
+    assert "haku_backfill.sync_large[3] since" in table and "3 sched / 2 bg per 5m" in table
     assert not busy["background_room"]["held"]
 
 
