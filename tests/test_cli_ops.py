@@ -216,18 +216,32 @@ def test_failure_notifications_are_off_by_default_and_go_through_the_configured_
     assert dag_defaults.DEFAULT_ARGS["on_failure_callback"] is dag_defaults.notify_failure
 
 
-def test_quota_finds_credentials_in_airflows_metadata_database(warehouse_dsn: str, partner: int, tmp_path: Path) -> None:
-    """Connections the sandbox (or a user) stored in Airflow's metadata database, not in the environment."""
+@pytest.fixture(scope="module")
+def metadata_env(tmp_path_factory) -> dict[str, str]:
+    """An environment with an Airflow metadata database of its own (SQLite), migrated once."""
+    home = tmp_path_factory.mktemp("airflow-meta")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "_AIRFLOW"))}
-    env.update({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
                 localenv.NO_LOCAL_ENV: "1"})  # fmt: skip
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    return env
+
+
+def airflow_cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([str(Path(sys.executable).with_name("airflow")), *args], env=env, check=True,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return done.stdout
+
+
+def test_quota_finds_credentials_in_airflows_metadata_database(warehouse_dsn: str, partner: int,
+                                                               metadata_env: dict[str, str]) -> None:  # fmt: skip
+    """Connections the sandbox (or a user) stored in Airflow's metadata database, not in the environment."""
+    env = metadata_env
     conn_id = f"rsu_meta_{partner}"
     for cid in (conn_id, "racing_api"):
-        subprocess.run([airflow, "connections", "add", cid, "--conn-type", "http", "--conn-host", "http://127.0.0.1:9",
-                        "--conn-login", f"login-{cid}", "--conn-password", "secret"],
-                       env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
+        airflow_cli(env, "connections", "add", cid, "--conn-type", "http", "--conn-host", "http://127.0.0.1:9",
+                    "--conn-login", f"login-{cid}", "--conn-password", "secret")  # fmt: skip
     with psycopg.connect(warehouse_dsn) as conn:
         ops.upsert_integrations(conn, [{"integration_id": f"rsu-meta-{partner}", "provider": "runsignup",
                                         "timing_partner_id": partner, "conn_id": conn_id}])  # fmt: skip
@@ -238,3 +252,20 @@ def test_quota_finds_credentials_in_airflows_metadata_database(warehouse_dsn: st
     assert by_label[conn_id]["error"] is None and by_label[conn_id]["windows"][0]["limit"] == 1000
     assert by_label["racing_api"]["error"] is None
     assert f"login-{conn_id}" not in done.stdout  # the key holds the login: never shown
+
+
+def test_the_sandbox_rewrites_its_connections_but_not_one_a_user_changed(metadata_env: dict[str, str],
+                                                                          monkeypatch) -> None:  # fmt: skip
+    """The whole round trip through Airflow's own `connections export/import`, as make run does it."""
+    for key, value in metadata_env.items():
+        monkeypatch.setenv(key, value)
+    wanted = {f"sbx_{name}": conn for name, conn in SANDBOX_CONNS.items()}
+    assert manager.write_airflow_connections(wanted) == []
+    moved = {cid: {**conn, "host": conn["host"].replace(":50", ":60")} for cid, conn in wanted.items()}
+    assert manager.write_airflow_connections(moved) == []  # still the sandbox's: rewritten with the new ports
+    airflow_cli(metadata_env, "connections", "delete", "sbx_haku_a")  # a user puts the real credentials in
+    airflow_cli(metadata_env, "connections", "add", "sbx_haku_a", "--conn-type", "haku", "--conn-host",
+                "https://api.hakuapp.com", "--conn-login", "real-id", "--conn-password", "real-secret")  # fmt: skip
+    assert manager.write_airflow_connections(wanted) == ["sbx_haku_a"]
+    stored = json.loads(airflow_cli(metadata_env, "connections", "get", "sbx_haku_a", "-o", "json"))[0]
+    assert (stored["host"], stored["login"]) == ("https://api.hakuapp.com", "real-id")
