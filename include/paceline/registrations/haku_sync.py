@@ -636,7 +636,7 @@ def _finish(
             except ParseError:
                 old = None
         cursor = _ts(progress.newest)
-        if not progress.full and old is not None:
+        if old is not None and old <= record.started_at:  # never back (a cursor in the future is not kept)
             cursor = old if cursor is None else max(cursor, old)
         if progress.hold_next:  # nothing below the unreadable summary: make the next sync read everything
             _hold(progress, EPOCH)

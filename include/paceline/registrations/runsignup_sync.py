@@ -445,7 +445,7 @@ def _new_cursor(
     ceiling = int(start_ts) - CURSOR_MARGIN_S
     if stamps:
         value: int | None = min(max(stamps), ceiling)
-        if not full and old is not None:  # a shared call may re-read older records: never step back
+        if old is not None and old <= ceiling:  # never step back (a cursor in the future is not kept)
             value = max(value, old)
     else:
         value = ceiling if full else old
