@@ -162,3 +162,27 @@ def test_local_stack_settings_bind_loopback_and_log_in_as_the_warehouse_role(tmp
     opened = local_stack.airflow_env(54329, 8080)
     assert opened["AIRFLOW__API__HOST"] == "0.0.0.0"  # noqa: S104
     assert opened["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
+
+
+def test_make_run_on_an_older_var_brings_it_in_line(var: Path, servers: list, monkeypatch) -> None:
+    """What `make run` does on a var/ of an older Paceline: trust auth, everything owned by postgres."""
+    from paceline import local_stack
+
+    port = free_port()
+    old = EmbeddedPostgres(var / "postgres", port)
+    servers.append(old.start())
+    old.ensure_database("airflow")
+    upgrade(old.ensure_database("paceline"))
+    old.stop()
+
+    monkeypatch.setenv("PACELINE_VAR_DIR", str(var))
+    pg = local_stack.embedded_postgres(port)
+    servers.append(pg.start())
+    warehouse = local_stack.prepare_databases(pg)
+    local_stack.prepare_databases(pg)  # every start runs it again
+    assert upgrade(warehouse) == []  # the role sees the applied ledger and owns it
+    with psycopg.connect(warehouse) as conn:
+        conn.execute("INSERT INTO paceline.schema_migrations (version, name, checksum) VALUES ('9999', 'probe', 'x')")
+    password = (var / local_stack.WAREHOUSE_PASSWORD_FILE).read_text()
+    assert "permission denied for database" in _refused(pg.uri("airflow", "paceline", password))
+    assert "no password supplied" in _refused(f"postgresql://postgres@127.0.0.1:{port}/airflow")
