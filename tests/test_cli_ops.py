@@ -117,6 +117,8 @@ def test_import_file_upserts_and_the_sandbox_switch_disables_only_the_sandboxs(w
 
 
 def test_status_and_quota_print_tables_and_json(warehouse: str) -> None:
+    rc, out, err = run_cli("db", "upgrade", "--dsn", warehouse)
+    assert (rc, out.strip()) == (0, "warehouse is up to date"), err
     rc, out, err = run_cli("status", "--dsn", warehouse)
     assert rc == 0, err
     assert "racing_api" in out and "racing_events" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,8 +16,6 @@ class CommandError(Exception):
 def use_metadata_connections() -> None:
     """Let Airflow's SDK find connections in the metadata database too (as the UI and `airflow
     connections get` do): outside a task it reads only AIRFLOW_CONN_* and secrets backends."""
-    import os
-
     from paceline.ops.localenv import airflow_configured
 
     if airflow_configured():
@@ -27,8 +26,6 @@ def warehouse_dsn(args: argparse.Namespace) -> str:
     """The warehouse DSN from --dsn or the Airflow connection, or a CommandError saying what to set."""
     if getattr(args, "dsn", None):
         return args.dsn
-    import os
-
     from paceline.ops.localenv import airflow_configured
 
     conn_id = getattr(args, "conn_id", None) or "paceline_warehouse"
@@ -49,9 +46,12 @@ def warehouse_dsn(args: argparse.Namespace) -> str:
 
 def warehouse(args: argparse.Namespace, **kwargs: object) -> object:
     """An open warehouse connection, or a CommandError naming the server that did not answer."""
+    return connect_warehouse(warehouse_dsn(args), **kwargs)
+
+
+def connect_warehouse(dsn: str, **kwargs: object) -> object:
     import psycopg
 
-    dsn = warehouse_dsn(args)
     try:
         return psycopg.connect(dsn, connect_timeout=10, **kwargs)
     except psycopg.OperationalError as exc:
@@ -64,8 +64,9 @@ def warehouse(args: argparse.Namespace, **kwargs: object) -> object:
 def _db_upgrade(args: argparse.Namespace) -> int:
     from paceline.db.migrations import upgrade
 
-    warehouse(args).close()  # a clear message when the server is not there
-    applied = upgrade(warehouse_dsn(args))
+    dsn = warehouse_dsn(args)
+    connect_warehouse(dsn).close()  # a clear message when the server is not there
+    applied = upgrade(dsn)
     print(f"applied migrations: {', '.join(applied)}" if applied else "warehouse is up to date")
     return 0
 
@@ -211,7 +212,6 @@ def _integrations(args: argparse.Namespace) -> int:
 
 def _airflow_passthrough(argv: Sequence[str]) -> int:
     """`paceline airflow ARGS`: Airflow's own CLI with the local stack's settings (var/env)."""
-    import os
     from pathlib import Path
 
     from paceline.ops.localenv import airflow_configured
