@@ -325,6 +325,7 @@ def main(argv: Sequence[str] | None = None, *, local_env: bool = False) -> int:
         from paceline.ops.localenv import apply_local_env
 
         apply_local_env()
+        use_metadata_connections()  # e.g. google_cloud_default for `nba check`, written by the sandbox
     try:
         if argv[:1] == ["airflow"]:
             return _airflow_passthrough(argv[1:])
