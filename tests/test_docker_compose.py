@@ -358,6 +358,31 @@ def test_init_secrets_writes_a_private_consistent_set_once(tmp_path: Path) -> No
     assert set(after) == names
 
 
+@pytest.mark.parametrize("name", ["airflow-init", "sandbox"])
+def test_init_and_sandbox_find_the_warehouse_connection_in_the_secrets_backend(
+    model: dict[str, Any], name: str, tmp_path: Path
+) -> None:
+    """`python -m paceline db upgrade` (init) and the sandbox's registration read paceline_warehouse
+    through the secrets backend the service's environment configures, from the mounted JSON file."""
+    secrets = tmp_path / "secrets"
+    subprocess.run([sys.executable, str(INIT_SECRETS), "--dir", str(secrets)], check=True, capture_output=True)  # noqa: S603
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "PACELINE"))}
+    env.update({
+        key: value.replace("/run/secrets/", f"{secrets}/")
+        for key, value in environment(model, name).items()
+        if key.startswith(("AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__"))
+    })  # fmt: skip
+    env.update({"AIRFLOW_HOME": str(tmp_path / "airflow"), "PACELINE_NO_LOCAL_ENV": "1"})
+    probe = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", "from paceline.db.warehouse import dsn_from_airflow; print(dsn_from_airflow())"],
+        capture_output=True, text=True, env=env, timeout=180, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    dsn = probe.stdout.strip().splitlines()[-1]
+    password = (secrets / "warehouse_password").read_text()
+    assert all(part in dsn for part in ("host=postgres", "user=paceline", "dbname=paceline", f"password={password}")), dsn
+
+
 # --- PostgreSQL: roles and connection budget ----------------------------------------------------
 
 
