@@ -175,18 +175,19 @@ def test_sync_process_killed_with_sigkill_then_rerun(haku: HakuWorld) -> None:
     haku_sync.sync_event(item, {})
     before = haku.stored(3)
     haku.mutate("modify_participants", event_id=item["event_id"], n=20)
-    haku.knobs(latency_s=0.05)  # 20 detail calls: about a second of work to be killed in
+    haku.knobs(hold_after=10)  # 10 calls answered, then the process hangs on the 11th of 20+: killed mid-event
     haku.reset_stats()
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, json.dumps(item)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
-    deadline = time.monotonic() + 30
-    while haku.calls(3, "registration") < 5 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 300  # ends as soon as a call is held
+    while haku.stats()["held"] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert haku.calls(3, "registration") >= 5
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     assert haku.stored(3) == before  # as before: no half event
-    haku.knobs(latency_s=0.0)
+    haku.knobs(hold_after=None)
     again = haku_sync.sync_event(item, {})
     assert again["updated"] == 20
     haku.assert_matches_truth(3, {item["event_id"]})

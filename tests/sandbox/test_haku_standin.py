@@ -380,3 +380,25 @@ def test_malformed_records(fresh: tuple[HakuStandIn, RunningServer]) -> None:
     assert rows
     for row in rows:
         assert "registration_number" not in row or row["updated_at"] == "abc" or row["is_cancelled"] == "no"
+
+
+def test_hold_after_answers_n_calls_then_holds_the_rest_until_released(
+    fresh: tuple[HakuStandIn, RunningServer],
+) -> None:
+    import threading
+
+    standin, running = fresh
+    api = Api(running, get_token(running, standin.integrations()[0]))
+    knobs(running, hold_after=2)
+    assert [api.get("/events").status_code for _ in range(2)] == [200, 200]
+    answers: list[int] = []
+    held = threading.Thread(target=lambda: answers.append(Api(running, api.headers["Authorization"]).get("/events").status_code))
+    held.start()
+    stats_url = running.url + "/_control/stats"
+    for _ in range(6000):  # until the third call is held (the control API is never held)
+        if requests.get(stats_url, timeout=5).json()["held"] == 1:
+            break
+    assert requests.get(stats_url, timeout=5).json()["held"] == 1 and held.is_alive() and answers == []
+    knobs(running, hold_after=None)
+    held.join(30)
+    assert answers == [200] and requests.get(stats_url, timeout=5).json()["held"] == 0

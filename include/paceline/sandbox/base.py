@@ -9,8 +9,9 @@ and mutate the data.
 
 Quirks that tests rely on are driven by counts, not by wall-clock windows, so that a test gives
 the same answer on a machine busy with other work: ``throttle_next`` throttles the next N calls,
-``truncate_next`` cuts the body of the next N answers, Haku's ``token_uses`` expires a token
-after N calls. Quotas and token lifetimes read :attr:`StandIn.clock`, which a test may replace
+``truncate_next`` cuts the body of the next N answers, ``hold_after`` answers N more calls and
+holds every later one unanswered until it is set to None (a client to kill mid-work), Haku's
+``token_uses`` expires a token after N calls. Quotas and token lifetimes read :attr:`StandIn.clock`, which a test may replace
 with a clock it advances itself.
 """
 
@@ -49,6 +50,7 @@ class Knobs:
     truncate_next: int = 0  # cut the body of the next N answers after truncate_at_bytes, then drop the connection
     truncate_at_bytes: int = 8
     token_uses: int | None = None  # Haku: a token issued from now on answers N calls, then is expired (401)
+    hold_after: int | None = None  # answer N more metered calls, then hold later ones until set to None (or above 0)
     fail_registration: str | None = None  # Haku: this registration's detail always answers 500
     malformed_listing: bool = False  # RunSignUp: page 1 of /races holds a null race, a bad id, a null event
 
@@ -93,6 +95,9 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+
+
+HOLD_AT_MOST_S = 600.0  # a call held by knobs.hold_after is answered after this anyway (no stuck thread)
 
 
 class Throttled(Exception):
@@ -155,6 +160,7 @@ class StandIn:
         self.throttles: dict[str, int] = defaultdict(int)
         self.errors_injected = 0
         self.truncated = 0
+        self.held = 0  # calls being held by knobs.hold_after right now
         # the clock of quotas and token lifetimes; a test may set a fake one it advances itself
         self.clock: Callable[[], float] = time.monotonic
         self._routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
@@ -185,6 +191,23 @@ class StandIn:
                 return response
         return self.not_found(request)
 
+    def _hold_if_asked(self) -> None:
+        with self.lock:
+            left = self.knobs.hold_after
+            if left is None:
+                return
+            if left > 0:
+                self.knobs.hold_after = left - 1
+                return
+            self.held += 1
+        deadline = time.monotonic() + HOLD_AT_MOST_S
+        try:
+            while self.knobs.hold_after == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            with self.lock:
+                self.held -= 1
+
     def take(self, knob: str) -> bool:
         """Consume one unit of a count knob (throttle_next, truncate_next); False when it is spent."""
         with self.lock:
@@ -200,6 +223,8 @@ class StandIn:
         credential = self.credential_of(request) or "anonymous"
         with self.lock:
             self.calls[(credential, endpoint)] += 1
+        self._hold_if_asked()
+        with self.lock:
             inject_error = self.knobs.error_rate and self.rng.random() < self.knobs.error_rate
         if inject_error:
             with self.lock:
@@ -268,6 +293,7 @@ class StandIn:
                 "throttles": dict(self.throttles),
                 "errors_injected": self.errors_injected,
                 "truncated": self.truncated,
+                "held": self.held,
                 "knobs": asdict(self.knobs),
             }
 
