@@ -6,8 +6,8 @@ limiter, exactly as mapped Airflow tasks do. The stand-in enforces 2 calls/secon
 credential with 429s, so any call the limiter lets through too early shows up as a throttle.
 
 Prints: wall time, calls, achieved requests/second over the whole run against the 2/s limit,
-requests/second *sustained* (the calls the stand-in received over the span from the first arrival
-to the last, on its own clock), throttles (answered and unanswered), the tightest window of 3
+requests/second *sustained* (the calls the stand-in received after the first second's burst of
+2, over the span from the first arrival to the last, on its own clock), throttles (answered and unanswered), the tightest window of 3
 consecutive arrivals at the stand-in (>= 1 s: no second ever held more than 2 calls), calls per
 race, and the old approach's wall time for the same days (one sequential call after another with
 a 0.5 s sleep after each, results paged by 50, computed from the calls it would make and the
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     upgrade(dsn)
     # The stand-in runs in a process of its own, as the API is remote: in this process it would
     # compete with the workers for the GIL and slow the very calls being measured.
-    server = StandInProcess(args.scale, args.seed, LIMIT_RPS)
+    server = StandInProcess(args.scale, args.seed, LIMIT_RPS, warm=(days[0], days[-1]))
     cred = server.credentials[0]
     os.environ["AIRFLOW_CONN_RACING_API"] = json.dumps(
         {"conn_type": "http", "host": server.url, "login": cred["login"], "password": cred["password"]}
@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         calls = stats["total_calls"]
         throttled = sum(stats["throttles"].values())
         arrivals = stats["arrivals"][cred["login"]]
-        sustained = (arrivals["calls"] - 1) / arrivals["span_s"] if arrivals["span_s"] else 0.0
+        # After the first second's burst of 2 (any window allows it), the rate held to the last call.
+        steady = arrivals["calls"] - int(LIMIT_RPS)
+        sustained = steady / arrivals["span_s"] if arrivals["span_s"] and steady > 0 else 0.0
         races = sum(s["races"] for s in summaries)
         runners = sum(s["runners"] for s in summaries)
         report = coverage(dsn, days[0], days[-1], today=today)
@@ -232,8 +234,11 @@ def measure_latency(url: str, cred: dict, days: list[date], samples: int = 6, se
     return statistics.mean(times) if times else 0.0
 
 
-def _serve_standin(scale: str, seed: int, per_second: float, conn, stop) -> None:
+def _serve_standin(scale: str, seed: int, per_second: float, warm: tuple[date, date], conn, stop) -> None:
     standin = build(scale, seed=seed, knobs=Knobs(per_second=per_second, seed=seed))
+    # The real API has its data ready: generate the range first so calls time the client, not the
+    # stand-in's generator competing for the same cores.
+    standin.warm(*warm)
     server = serve(standin)
     conn.send((server.url, standin.credentials()))
     stop.wait()
@@ -243,14 +248,14 @@ def _serve_standin(scale: str, seed: int, per_second: float, conn, stop) -> None
 class StandInProcess:
     """The Racing API stand-in served from a child process."""
 
-    def __init__(self, scale: str, seed: int, per_second: float) -> None:
+    def __init__(self, scale: str, seed: int, per_second: float, warm: tuple[date, date]) -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         self._stop = ctx.Event()
         self._process = ctx.Process(
-            target=_serve_standin, args=(scale, seed, per_second, child, self._stop), daemon=True
+            target=_serve_standin, args=(scale, seed, per_second, warm, child, self._stop), daemon=True
         )
         self._process.start()
         self.url, self.credentials = parent.recv()

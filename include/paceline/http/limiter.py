@@ -12,12 +12,13 @@ stamp by the time it meant to sleep rather than the time that passed; under cont
 was then logged earlier than it happened, and the provider, counting arrivals, saw one call too
 many in its window (measured: 11-15 throttles per benchmark run, 0 with this bucket).
 
-A *settled* rate (The Racing API's 2/s) keeps no margin at all: each call counts from its
-admission plus 50 ms while it is in flight, then from the moment its answer came back if that is
-sooner (ApiSession reports it). The provider counted the call before answering it, so the log
-never shows a call earlier than the provider saw it, whatever the jitter, and a fast call costs
-its round trip instead of a 50 ms margin (bench/racing_backfill.py: 1.825 to >= 1.95 req/s, 0
-throttles).
+A *settled* rate (The Racing API's 2/s) keeps no margin at all: a call in flight holds its slot
+(it is logged IN_FLIGHT_HOLD_MS ahead, and callers behind it look again every few ms), and once
+its answer is back (ApiSession reports it) it is logged at the moment the answer came. The
+provider counted the call before answering it, so the log never shows a call earlier than the
+provider saw it, however late the call went out or the provider counted it: no throttle from
+jitter or a starved process. The price is the round trip instead of a margin: a one-second
+window plus a few ms on a fast link (bench/racing_backfill.py).
 
 A call that has to wait a while waits in its key's *waiting room*, a PostgreSQL advisory lock
 held on a connection of its own: one waiter per key at a time, visible to every process
@@ -68,10 +69,11 @@ SHORT_WINDOW_MARGIN = 0.05  # widen windows of 10 s or less by 5% against jitter
 # and re-checked under the lock on waking, so it needs none; other rates keep pyrate's default.
 SETTLED_WAIT_BUFFER_MS = 0
 DEFAULT_WAIT_BUFFER_MS = 50
-# A settled rate's call counts from its admission plus this until its answer is back (then from
-# the answer's time, if sooner): the same 50 ms a 5% margin gives a one-second window, but only
-# for calls still in flight or slower than that; a fast call costs its round trip, not 50 ms.
-IN_FLIGHT_ALLOWANCE_MS = 50
+# A settled rate's call in flight is logged this far ahead of its admission, so it holds its slot
+# until its answer is back (then it is logged at the answer's time). The session's read timeout
+# is 60 s; a worker that dies mid-call leaves the slot held this long at most.
+IN_FLIGHT_HOLD_MS = 70_000
+IN_FLIGHT_POLL_MS = 5  # a caller behind a call in flight looks again this often
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,8 @@ class RateSpec:
     limit: int
     per_seconds: float
     exact: bool = False  # no jitter margin: a rate of our own (the background pace), not a provider's
-    # The provider's window exactly, no margin: each call is logged at its admission plus
-    # IN_FLIGHT_ALLOWANCE_MS, then, once its answer is back, at the answer's time if that is sooner
-    # (ApiSession settles it). See LockedClockPostgresBucket.
+    # The provider's window exactly, no margin: a call holds its slot while in flight and is then
+    # logged at the time its answer came back (ApiSession settles it). See LockedClockPostgresBucket.
     settled: bool = False
 
     def to_rate(self) -> Rate:
@@ -259,12 +260,22 @@ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
         FROM {table} ORDER BY item_timestamp DESC OFFSET %s LIMIT 1)
 """
 LOCK_CONTENTION_RETRY_MS = 20
+# As NTH_NEWEST_CALL_MS, a call in flight (logged ahead, see IN_FLIGHT_HOLD_MS) counted as if
+# answered now: it will be, in about a round trip, and wait_s() must not report the hold.
+NTH_NEWEST_SETTLED_CALL_MS = """
+WITH now AS (SELECT clock_timestamp() AS t)
+SELECT (extract(epoch FROM now.t) * 1000)::bigint,
+       (SELECT (extract(epoch FROM LEAST(item_timestamp, now.t::timestamp)::timestamptz) * 1000)::bigint
+        FROM {table} ORDER BY 1 DESC OFFSET %s LIMIT 1)
+FROM now
+"""
 # A call's answer is back: its stamp moves to the answer's time if that is sooner than its
 # provisional stamp (the provider counted the call before answering it, so the log never shows it
-# too early). The answer's time is the database clock less the seconds since the answer came.
+# too early). The answer's time is the database clock when the statement arrived (before any
+# wait for the bucket's lock) less the seconds between the answer and sending the statement.
 SETTLE_CALL = """
 UPDATE {table}
-SET item_timestamp = LEAST(item_timestamp, (clock_timestamp() - make_interval(secs => %s))::timestamp)
+SET item_timestamp = LEAST(item_timestamp, (statement_timestamp() - make_interval(secs => %s))::timestamp)
 WHERE name = %s
 """
 CALLS_IN_WINDOW = """
@@ -281,12 +292,12 @@ class LockedClockPostgresBucket(PostgresBucket):
     ever logged earlier than it was admitted. The lock waits (up to 5 s) instead of pyrate's
     NOWAIT: it is held for two short statements, and waiting is cheaper than a retry loop.
 
-    With `in_flight_ms` (settled rates), a call is logged at its admission plus `in_flight_ms`
-    under a name of its own, and :meth:`settle` moves it to the time its answer came back if
-    that is sooner. The provider counts a call when it arrives, which is before its answer is
-    back: the log then never shows a call earlier than the provider saw it, whatever the jitter
-    between admission and arrival, so the window needs no margin. A call slower than
-    `in_flight_ms` keeps admission + `in_flight_ms`, which is what a margin would have given.
+    With `in_flight_ms` (settled rates), a call is logged `in_flight_ms` ahead of its admission
+    under a name of its own, so it holds its slot while in flight, and :meth:`settle` moves it to
+    the time its answer came back. The provider counts a call when it arrives, which is before its
+    answer is back: the log never shows a call earlier than the provider saw it, whatever the
+    delay between admission and arrival, so the window needs no margin. A caller refused because
+    of a call in flight looks again every IN_FLIGHT_POLL_MS instead of sleeping out the hold.
     """
 
     def __init__(self, pool: ConnectionPool, table: str, rates: list[Rate], *, in_flight_ms: int = 0) -> None:
@@ -295,7 +306,8 @@ class LockedClockPostgresBucket(PostgresBucket):
         self._pending = threading.local()  # this thread's admitted, unsettled call (its row name)
         self._q_settle = sql.SQL(SETTLE_CALL).format(table=sql.Identifier(self._full_tbl))
         self._q_lock_wait = sql.SQL(LOCK_BUCKET_TABLE).format(table=sql.Identifier(self._full_tbl))
-        self._q_nth_newest = sql.SQL(NTH_NEWEST_CALL_MS).format(table=sql.Identifier(self._full_tbl))
+        nth_newest = NTH_NEWEST_SETTLED_CALL_MS if in_flight_ms else NTH_NEWEST_CALL_MS
+        self._q_nth_newest = sql.SQL(nth_newest).format(table=sql.Identifier(self._full_tbl))
         self._q_in_window = sql.SQL(CALLS_IN_WINDOW).format(table=sql.Identifier(self._full_tbl))
 
     def usage(self) -> list[tuple[Rate, int]]:
@@ -334,6 +346,11 @@ class LockedClockPostgresBucket(PostgresBucket):
                 return None if peeked is None else int(peeked[2])
 
             decision = self._algorithm.decide(self.rates, counts, item.weight, item.timestamp, peek_timestamp)
+            rate = decision.failing_rate
+            if rate is not None and self.in_flight_ms and (decision.retry_after_ms or 0) > rate.interval + 1:
+                # refused because of a call still in flight (logged ahead): look again shortly,
+                # it is settled in about a round trip
+                decision = Decision(failing_rate=rate, retry_after_ms=IN_FLIGHT_POLL_MS)
             if not self._record(item, decision):
                 return False
             name = f"{item.name}:{uuid.uuid4().hex}" if self.in_flight_ms else item.name
@@ -352,7 +369,7 @@ class LockedClockPostgresBucket(PostgresBucket):
         self._pending.name = None
         try:
             with self._get_conn() as conn:
-                # measured as late as possible: the statement's clock is read a moment later still
+                # measured just before sending: the statement's arrival is a moment later still
                 since = 0.0 if answered_at is None else max(0.0, time.monotonic() - answered_at)
                 conn.execute(self._q_settle, (since, name))
         except psycopg.Error:  # the provisional stamp stays: later than needed, never too early
@@ -405,7 +422,7 @@ class SharedRateLimiter:
             limiter = self._limiters.get((key, rates))
             if limiter is None:
                 ordered = sorted((r.to_rate() for r in rates), key=lambda r: r.interval)
-                in_flight_ms = IN_FLIGHT_ALLOWANCE_MS if any(r.settled for r in rates) else 0
+                in_flight_ms = IN_FLIGHT_HOLD_MS if any(r.settled for r in rates) else 0
                 bucket = LockedClockPostgresBucket(
                     self._pool(self.dsn), bucket_table(key), ordered, in_flight_ms=in_flight_ms
                 )

@@ -303,6 +303,17 @@ class RacingApiStandIn(StandIn):
             if self.data.is_empty(start + timedelta(days=i))
         ]
 
+    def warm(self, start: date | str, end: date | str) -> int:
+        """Generate the days [start, end] now and keep them cached; returns how many. For a
+        benchmark: the real API has its data ready, and generating a seed-scale day on its first
+        call (tens of ms on a busy machine) would time the stand-in rather than the client."""
+        start, end = _as_date(start), _as_date(end)
+        days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+        self.data.keep_days(len(days) + 8)
+        for day in days:
+            self.data.races(day)
+        return len(days)
+
     # -- mutations -------------------------------------------------------------------------------
     def mutate(self, action: str, payload: dict[str, Any]) -> Any:
         if action == "add_results":

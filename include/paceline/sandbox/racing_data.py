@@ -505,6 +505,11 @@ class RacingData:
                 self._cache.popitem(last=False)
             return races
 
+    def keep_days(self, days: int) -> None:
+        """Keep at least `days` days in the cache (a benchmark's whole range)."""
+        with self._lock:
+            self._cache_days = max(self._cache_days, days)
+
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
