@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             "limit_rps": LIMIT_RPS,
             "utilisation": round(calls / wall / LIMIT_RPS, 3),
             "tightest_3_call_window_s": arrivals["tightest_window_s"],
+            "median_3_call_window_s": arrivals["median_window_s"],
             "throttles_answered_by_standin": throttled,
             "throttles_unanswered": len([f for f in failed if "Throttle" in f[1]]),
             "races": races,

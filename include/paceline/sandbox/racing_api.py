@@ -44,6 +44,7 @@ import base64
 import binascii
 import copy
 import re
+import statistics
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields
@@ -96,6 +97,9 @@ class Quirks:
             setattr(self, key, value)
 
 
+WINDOWS_KEPT = 100_000
+
+
 class _ArrivalLog:
     """One credential's arrivals in brief: count, first and last, and the tightest window of
     `limit` + 1 consecutive calls (>= 1 s: no second ever held more than `limit` calls)."""
@@ -106,6 +110,7 @@ class _ArrivalLog:
         self.last: float | None = None
         self.tightest: float | None = None
         self.recent: deque[float] = deque()
+        self.windows: list[float] = []  # the first WINDOWS_KEPT, for the median
 
     def add(self, now: float, limit: int) -> None:
         self.calls += 1
@@ -119,6 +124,8 @@ class _ArrivalLog:
         if len(self.recent) == limit + 1:
             window = now - self.recent[0]
             self.tightest = window if self.tightest is None else min(self.tightest, window)
+            if len(self.windows) < WINDOWS_KEPT:
+                self.windows.append(window)
 
     def summary(self) -> dict[str, Any]:
         span = (self.last - self.first) if self.first is not None and self.last is not None else 0.0
@@ -126,6 +133,7 @@ class _ArrivalLog:
             "calls": self.calls,
             "span_s": round(span, 4),
             "tightest_window_s": None if self.tightest is None else round(self.tightest, 4),
+            "median_window_s": round(statistics.median(self.windows), 4) if self.windows else None,
         }
 
 
