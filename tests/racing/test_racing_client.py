@@ -102,7 +102,7 @@ def test_shared_limiter_keeps_two_requests_per_second(racing_db, racing_api, sta
     assert sum(c.throttles for c in clients) == 0
     assert standin.stats()["throttles"] == {}
     assert elapsed >= (calls - 2) / 2 * 0.95, elapsed  # a burst of 2, then 2 per second
-    assert calls / elapsed > 1.5, calls / elapsed
+    # how close to 2/s it runs is bench/racing_backfill.py's figure: a busy machine may only be slower
 
 
 def test_a_settled_rate_logs_a_call_when_its_answer_is_back(racing_db) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_core.testing import MockResponse
 
-from paceline.sandbox.base import Knobs, serve
+from paceline.sandbox.base import Knobs, ManualClock, serve
 from paceline.sandbox.racing_api import RacingApiStandIn, build
 
 # The Racing API's published OpenAPI spec, vendored in specs/ so that the stand-in is checked against it.
@@ -447,6 +446,7 @@ def test_mutate_add_results_and_set_day_empty(api: Any, standin: RacingApiStandI
 def test_two_per_second_throttle_is_429_without_retry_after() -> None:
     standin = build("small", seed=7, windows=WINDOWS, today=TODAY)
     assert standin.knobs.per_second == 2
+    clock = standin.clock = ManualClock()  # the window moves only when the test says: a busy machine cannot widen it
     running = serve(standin)
     try:
         first, second = standin.credentials()[:2]
@@ -463,7 +463,7 @@ def test_two_per_second_throttle_is_429_without_retry_after() -> None:
         assert other.status_code == 200, "the quota is per credential"
         stats = requests.get(running.url + "/_control/stats", timeout=10).json()
         assert stats["throttles"] == {first["login"]: 1}
-        time.sleep(1.05)
+        clock.advance(1.05)
         assert requests.get(url, auth=auth1, timeout=10).status_code == 200
     finally:
         running.stop()
