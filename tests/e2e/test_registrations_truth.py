@@ -12,8 +12,8 @@ import psycopg
 from tests.e2e.conftest import Stack
 
 BROKEN_PARTNER = 77
+ADD_BROKEN_PARTNER = "INSERT INTO registrations.timing_partners VALUES (%s, 'Broken Timing') ON CONFLICT DO NOTHING"
 ADD_BROKEN = """
-INSERT INTO registrations.timing_partners VALUES (%s, 'Broken Timing') ON CONFLICT DO NOTHING;
 INSERT INTO registrations.provider_integrations (integration_id, provider, timing_partner_id, organization, conn_id)
 VALUES ('runsignup-broken', 'runsignup', %s, 'Broken', 'runsignup_missing') ON CONFLICT DO NOTHING
 """
@@ -56,7 +56,8 @@ def test_a_bad_param_fails_the_run_at_once_without_retries(stack: Stack) -> None
 
 def test_a_misconfigured_integration_fails_the_run_and_the_others_still_sync(stack: Stack) -> None:
     with psycopg.connect(stack.dsn(), autocommit=True) as conn:
-        conn.execute(ADD_BROKEN, (BROKEN_PARTNER, BROKEN_PARTNER))
+        conn.execute(ADD_BROKEN_PARTNER, (BROKEN_PARTNER,))
+        conn.execute(ADD_BROKEN, (BROKEN_PARTNER,))
     try:
         run_id = trigger(stack, "runsignup_sync", {"due_only": False})
         run = wait_for_run(stack, "runsignup_sync", run_id)
