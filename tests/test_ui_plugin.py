@@ -164,8 +164,8 @@ def test_page_renders_every_chart_and_says_when_bigquery_is_unreachable(seeded: 
     nba = queries.nba_null_share(closed, timeout_s=3)
     assert nba["error"] and nba["days"] == []
     html = page.render(
-        queries.quota(seeded),
-        queries.freshness(seeded),
+        queries.quota(seeded, now=NOW),
+        queries.freshness(seeded, now=NOW),  # the seeded stamps are relative to NOW, not to when the test runs
         queries.racing_calendar(seeded, today=dt.date(2024, 1, 10)),
         nba,
     )

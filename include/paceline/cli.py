@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 
 class CommandError(Exception):
@@ -67,7 +69,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     dsn = warehouse_dsn(args)
     connect_warehouse(dsn).close()  # a clear message when the server is not there
     applied = upgrade(dsn)
-    print(f"applied migrations: {', '.join(applied)}" if applied else "warehouse is up to date")
+    out(f"applied migrations: {', '.join(applied)}" if applied else "warehouse is up to date")
     return 0
 
 
@@ -76,15 +78,15 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     if args.action == "up":
         state = manager.up(scale=args.scale, seed=args.seed, foreground=args.foreground)
-        print(json.dumps(state, indent=2) if args.json else manager.describe(state))
+        out(json.dumps(state, indent=2) if args.json else manager.describe(state))
     elif args.action == "down":
-        print(manager.down())
+        out(manager.down())
     else:
         state = manager.status()
         if args.json:
-            print(json.dumps(state))
+            out(json.dumps(state))
         else:
-            print(manager.describe(state) if state else "sandbox is not running")
+            out(manager.describe(state) if state else "sandbox is not running")
         return 0 if state else 1
     return 0
 
@@ -117,7 +119,7 @@ def _nba_check(args: argparse.Namespace) -> int:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     for result in results:
-        print(result.describe())
+        out(result.describe())
     for note in warnings(results):
         print(f"WARNING (passes with a note): {note}", file=sys.stderr)
     return 0
@@ -132,7 +134,7 @@ def _nba_setup(args: argparse.Namespace) -> int:
     except SetupError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    print(result.describe())
+    out(result.describe())
     return 0
 
 
@@ -146,7 +148,7 @@ def _racing_coverage(args: argparse.Namespace) -> int:
 def _pools(args: argparse.Namespace) -> int:
     from paceline.config import pools_file
 
-    print(pools_file())
+    out(pools_file())
     return 0
 
 
@@ -158,7 +160,7 @@ def _status(args: argparse.Namespace) -> int:
         from paceline.ops.render import render_status
 
         report = status.status_report(conn)
-    print(json.dumps(report, indent=2) if args.json else render_status(report))
+    out(json.dumps(report, indent=2) if args.json else render_status(report))
     return 0
 
 
@@ -170,7 +172,7 @@ def _quota(args: argparse.Namespace) -> int:
         use_metadata_connections()  # the credentials' connections, e.g. those the sandbox wrote
 
         snapshot = quota.quota_snapshot(conn)
-    print(json.dumps(snapshot, indent=2) if args.json else render_quota(snapshot))
+    out(json.dumps(snapshot, indent=2) if args.json else render_quota(snapshot))
     return 0
 
 
@@ -184,27 +186,27 @@ def _integrations(args: argparse.Namespace) -> int:
         try:
             if args.action == "list":
                 rows = ops.list_integrations(conn)
-                print(json.dumps(rows, indent=2) if args.json else render_integrations(rows))
+                out(json.dumps(rows, indent=2) if args.json else render_integrations(rows))
             elif args.action == "add":
                 entry = {"integration_id": args.integration_id, "provider": args.provider,
                          "timing_partner_id": args.partner, "timing_partner_name": args.partner_name,
                          "organization": args.organization, "conn_id": args.conn_id_of_integration,
                          "calls_per_hour": args.calls_per_hour, "calls_per_second": args.calls_per_second}  # fmt: skip
                 ops.upsert_integrations(conn, [entry])
-                print(f"integration {args.integration_id} registered and enabled (connection {args.conn_id_of_integration})")
+                out(f"integration {args.integration_id} registered and enabled (connection {args.conn_id_of_integration})")
             elif args.action == "import":
                 ids = ops.import_file(conn, Path(args.file) if args.file else None)
-                print(f"imported {len(ids)} integration(s){': ' + ', '.join(ids) if ids else ''}")
+                out(f"imported {len(ids)} integration(s){': ' + ', '.join(ids) if ids else ''}")
             elif args.sandbox:
                 if args.action != "disable":
                     raise CommandError("--sandbox goes with disable only")
                 ids = ops.disable_sandbox_integrations(conn)
-                print(f"disabled {len(ids)} sandbox integration(s){': ' + ', '.join(ids) if ids else ''}")
+                out(f"disabled {len(ids)} sandbox integration(s){': ' + ', '.join(ids) if ids else ''}")
             elif not args.integration_id:
                 raise CommandError(f"integrations {args.action}: name an integration id (or --sandbox)")
             else:
                 ops.set_enabled(conn, args.integration_id, args.action == "enable")
-                print(f"integration {args.integration_id} {args.action}d")
+                out(f"integration {args.integration_id} {args.action}d")
         except ValueError as exc:
             raise CommandError(str(exc)) from None
     return 0
@@ -317,10 +319,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RESULTS: list[TextIO] = []  # where a command's own output goes (the real stdout)
+
+
+def out(text: str) -> None:
+    """Print a command's result. Only results reach stdout: whatever a library logs while a
+    command runs (Airflow logs to stdout) goes to stderr, so `--json` output stays parseable."""
+    print(text, file=_RESULTS[-1] if _RESULTS else sys.stdout)
+
+
 def main(argv: Sequence[str] | None = None, *, local_env: bool = False) -> int:
     """Run one command; with `local_env` (the `paceline` script, `python -m paceline`), settings the
     environment lacks come from var/env, so every terminal talks to the stack `make run` started."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["airflow"], ["run"]):  # Airflow's own CLI, and `make run`'s stack, print as they will
+        return _main(argv, local_env)
+    _RESULTS.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return _main(argv, local_env)
+    finally:
+        _RESULTS.pop()
+
+
+def _main(argv: list[str], local_env: bool) -> int:
     if local_env and argv[:1] != ["run"]:  # `make run` builds its own settings
         from paceline.ops.localenv import apply_local_env
 
