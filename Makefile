@@ -28,11 +28,11 @@ run: venv
 
 # docker-compose (Debian's package) renders docker-compose.yaml for its tests; no engine needed.
 compose-tool:
-	bash scripts/install-compose.sh
+	bash scripts/apt-install.sh docker-compose docker-compose
 
 test: venv compose-tool
 	@# Debian's Chromium for the browser test (Playwright, from requirements-dev.txt, drives it).
-	@command -v chromium >/dev/null 2>&1 || bash scripts/setup-browser.sh
+	@bash scripts/apt-install.sh chromium chromium
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: a broken suite counts as a failure"; exit 1; fi; \
 	exit $$rc

@@ -1,7 +1,7 @@
 """docker-compose.yaml, rendered by a real Compose implementation, has the properties the docs promise.
 
 No container can start on the machines that run this suite (no Docker engine), so rendering is the
-ceiling: `docker-compose config` (Debian's Compose 1.29, installed by scripts/install-compose.sh
+ceiling: `docker-compose config` (Debian's Compose 1.29, installed by scripts/apt-install.sh
 from `make test`) validates the file against the Compose schema, resolves every `${...}`, the YAML
 anchors and merges, and prints the model these tests check. The file's secrets, roles and
 connection budget are checked for real where that is possible without an engine: the secret
@@ -75,7 +75,7 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 def _docker_compose() -> str:
     found = shutil.which("docker-compose")
-    assert found, "docker-compose is missing: `make test` installs it (scripts/install-compose.sh)"
+    assert found, "docker-compose is missing: `make test` installs it (scripts/apt-install.sh)"
     return found
 
 

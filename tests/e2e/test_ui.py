@@ -33,7 +33,7 @@ SELECT (SELECT count(*) FROM paceline.sync_audit WHERE provider IN ('runsignup',
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.fail("no chromium on PATH: run scripts/setup-browser.sh (make test does)")
+        pytest.fail("no chromium on PATH: run scripts/apt-install.sh chromium chromium (make test does)")
     return path
 
 
