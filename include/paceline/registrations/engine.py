@@ -91,7 +91,8 @@ def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
     raise ParamError(f"{name} must be true or false, got {value!r}")
 
 
-def _whole(params: Mapping[str, Any], name: str, default: int | None, minimum: int) -> int | None:
+def whole_param(params: Mapping[str, Any], name: str, default: int | None, minimum: int) -> int | None:
+    """A whole-number param (a string of digits too) of at least `minimum`; ParamError otherwise."""
     value = params.get(name, default)
     if value is None or value == "" or value in ("null", "None"):
         return default
@@ -127,12 +128,12 @@ class SyncParams:
             raise ParamError(str(exc)) from None
         return cls(
             force_full_sync=_flag(params, "force_full_sync", False),
-            incremental_days=_whole(params, "incremental_days", 7, 0) or 0,
-            timing_partner_id=_whole(params, "timing_partner_id", None, 0),
+            incremental_days=whole_param(params, "incremental_days", 7, 0) or 0,
+            timing_partner_id=whole_param(params, "timing_partner_id", None, 0),
             future_only=_flag(params, "future_only", True),
             due_only=_flag(params, "due_only", True),
             proximity_tiers=tiers,
-            per_page=_whole(params, "per_page", None, 1),
+            per_page=whole_param(params, "per_page", None, 1),
         )
 
 

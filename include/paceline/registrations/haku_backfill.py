@@ -30,7 +30,7 @@ from paceline.http.limiter import hour_seconds
 from paceline.providers.haku.client import HakuClient
 from paceline.providers.haku.models import HakuEvent
 from paceline.registrations import haku_sync
-from paceline.registrations.engine import ParamError
+from paceline.registrations.engine import ParamError, whole_param
 from paceline.registrations.planning import MAX_MAPPED_ITEMS, Integration, mapped_batches
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,12 @@ class BackfillParams:
         start, end = day("start_date"), day("end_date")
         if start and end and start > end:
             raise ParamError(f"start_date {start} is after end_date {end}")
-        threshold = int(params.get("large_threshold") or DEFAULT_LARGE_THRESHOLD)
-        if threshold < 1:
-            raise ParamError("large_threshold must be at least 1")
         return cls(
             integration_id=params.get("integration_id") or None,
             start_date=start,
             end_date=end,
-            large_threshold=threshold,
-            per_page=int(params.get("per_page") or haku_sync.DEFAULT_PER_PAGE),
+            large_threshold=whole_param(params, "large_threshold", DEFAULT_LARGE_THRESHOLD, 1),
+            per_page=whole_param(params, "per_page", haku_sync.DEFAULT_PER_PAGE, 1),
         )
 
     def covers(self, event: HakuEvent) -> bool:
