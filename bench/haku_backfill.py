@@ -30,7 +30,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import psycopg
+from haku_world import register_haku  # bench/haku_world.py
 from quota import (  # bench/quota.py: quota share per key
     fmt,
     mean,
@@ -161,20 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         integrations = standin.integrations(server.url)
         if args.integrations:
             integrations = integrations[: args.integrations]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for i in integrations:
-                conn.execute(
-                    "INSERT INTO registrations.timing_partners VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (i["timing_partner_id"], i["timing_partner_name"]),
-                )
-                conn.execute(
-                    "INSERT INTO registrations.provider_integrations (integration_id, provider, timing_partner_id, "
-                    "organization, conn_id) VALUES (%s, 'haku', %s, %s, %s)",
-                    (i["integration_id"], i["timing_partner_id"], i["organization"], i["conn_id"]),
-                )
-                os.environ[f"AIRFLOW_CONN_{i['conn_id'].upper()}"] = json.dumps(
-                    {"conn_type": "http", "host": server.url, "login": i["login"], "password": i["password"], "extra": i["extra"]}
-                )
+        register_haku(dsn, integrations, server.url, calls_per_hour=None)
         login_of = {i["login"]: i["integration_id"] for i in integrations}
 
         calls_log = stack.enter_context(recorded_calls(skip_thread_prefix=PROBE_THREAD))  # the backfill's calls and holds

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import psycopg
 import requests
+from haku_world import register_haku  # bench/haku_world.py
 from scheduler import MappedTask, Scheduler  # bench/scheduler.py: mapped tasks, pools, reschedules
 
 QUOTA = 500
@@ -83,19 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         standin.knobs.update({"per_hour": QUOTA, "time_scale": hour / 3600.0, "throttle_mode": "off"})
         server = serve(standin)
         integrations = standin.integrations(server.url)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for i in integrations:
-                conn.execute("INSERT INTO registrations.timing_partners VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                             (i["timing_partner_id"], i["timing_partner_name"]))
-                conn.execute(
-                    "INSERT INTO registrations.provider_integrations (integration_id, provider, timing_partner_id, "
-                    "organization, conn_id, calls_per_hour) VALUES (%s, 'haku', %s, %s, %s, 1000000)",
-                    (i["integration_id"], i["timing_partner_id"], i["organization"], i["conn_id"]),
-                )
-                os.environ[f"AIRFLOW_CONN_{i['conn_id'].upper()}"] = json.dumps(
-                    {"conn_type": "http", "host": server.url, "login": i["login"], "password": i["password"],
-                     "extra": i["extra"]}
-                )
+        register_haku(dsn, integrations, server.url, calls_per_hour=1_000_000)
         for i in integrations:  # events of the coming days: the ones whose cadence matters most
             for n in range(args.near_per_credential):
                 requests.post(f"{server.url}/_control/mutate", json={

@@ -6,16 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract import CONTRACT_DAG_IDS
+
 DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
-CONTRACT_DAG_IDS = {
-    "runsignup_sync",
-    "haku_sync",
-    "haku_backfill",
-    "nba_player_game_summary",
-    "racing_masters",
-    "racing_events",
-    "racing_daily",
-}
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,6 @@ import requests
 
 from paceline.db.embedded import free_port
 
-CONTRACT_DAGS = {
-    "runsignup_sync",
-    "haku_sync",
-    "haku_backfill",
-    "nba_player_game_summary",
-    "racing_masters",
-    "racing_events",
-    "racing_daily",
-}
-
 
 @dataclass
 class Stack:

@@ -13,7 +13,8 @@ import psycopg
 import requests
 
 from paceline.db.embedded import free_port
-from tests.e2e.conftest import CONTRACT_DAGS, Stack
+from tests.contract import CONTRACT_DAG_IDS as CONTRACT_DAGS
+from tests.e2e.conftest import Stack
 
 
 def test_health_and_every_dag_listed_and_unpaused(stack: Stack) -> None:
