@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         # After the first second's burst of 2 (any window allows it), the rate held to the last call.
         steady = arrivals["calls"] - int(LIMIT_RPS)
         sustained = steady / arrivals["span_s"] if arrivals["span_s"] and steady > 0 else 0.0
+        answer = stats.get("answer_ms") or {}
+        ceiling = LIMIT_RPS / (1 + answer["median"] / 1000) if answer.get("median") is not None else None
         races = sum(s["races"] for s in summaries)
         runners = sum(s["runners"] for s in summaries)
         report = coverage(dsn, days[0], days[-1], today=today)
@@ -191,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             "old_wall_s": round(old_wall, 1),
             "mean_call_latency_ms": round(latency * 1000, 1),
             "parse_and_write_s": round(write_s, 1),
+            # The provider's own time: from a request read to its answer's headers sent. A settled
+            # rate admits a call one window after the answer to the call `limit` places before it,
+            # so no client can sustain more than limit / (1 s + that time) without risking throttles.
+            "standin_answer_ms_median": answer.get("median"),
+            "standin_answer_ms_p95": answer.get("p95"),
+            "ceiling_rps_at_answer_time": round(ceiling, 3) if ceiling else None,
+            "share_of_ceiling": round(sustained / ceiling, 3) if ceiling else None,
             "speedup_vs_old": round(old_wall / wall, 2) if wall else None,
             # the headline, last: the rate held from the first call to the last, and throttles
             "requests_per_second_sustained": round(sustained, 3),

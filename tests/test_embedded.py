@@ -153,7 +153,10 @@ def test_local_stack_settings_bind_loopback_and_log_in_as_the_warehouse_role(tmp
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
     conn = json.loads(env["AIRFLOW_CONN_PACELINE_WAREHOUSE"])
     assert (conn["login"], conn["schema"]) == ("paceline", "paceline") and conn["password"]
-    assert f":{(tmp_path / 'var' / local_stack.SUPERUSER_PASSWORD_FILE).read_text()}@" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    # Airflow logs in to its metadata database as its own role, never as the superuser.
+    metadata_password = (tmp_path / "var" / local_stack.METADATA_PASSWORD_FILE).read_text()
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(f"postgresql+psycopg2://airflow:{metadata_password}@")
+    assert not (tmp_path / "var" / local_stack.SUPERUSER_PASSWORD_FILE).exists()  # Airflow's settings never read it
     home = tmp_path / "var" / "airflow"
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     for path in [*home.iterdir(), *(tmp_path / "var").glob("*.password")]:
@@ -171,7 +174,8 @@ def test_make_run_on_an_older_var_brings_it_in_line(var: Path, servers: list, mo
     port = free_port()
     old = EmbeddedPostgres(var / "postgres", port)
     servers.append(old.start())
-    old.ensure_database("airflow")
+    with psycopg.connect(old.ensure_database("airflow")) as conn:  # Airflow's tables, made as the superuser
+        conn.execute("CREATE TABLE public.dag_run (id serial PRIMARY KEY, dag_id text)")
     upgrade(old.ensure_database("paceline"))
     old.stop()
 
@@ -185,4 +189,14 @@ def test_make_run_on_an_older_var_brings_it_in_line(var: Path, servers: list, mo
         conn.execute("INSERT INTO paceline.schema_migrations (version, name, checksum) VALUES ('9999', 'probe', 'x')")
     password = (var / local_stack.WAREHOUSE_PASSWORD_FILE).read_text()
     assert "permission denied for database" in _refused(pg.uri("airflow", "paceline", password))
+    # Airflow's role owns its database and what the superuser made there, and nothing else.
+    metadata_password = (var / local_stack.METADATA_PASSWORD_FILE).read_text()
+    metadata = pg.uri("airflow", local_stack.METADATA_ROLE, metadata_password)
+    with psycopg.connect(metadata) as conn:
+        assert conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone() == (
+            False, False, False,
+        )  # fmt: skip
+        conn.execute("INSERT INTO public.dag_run (dag_id) VALUES ('probe')")
+        conn.execute("ALTER TABLE public.dag_run ADD COLUMN note text")  # Airflow's migrations run as the owner
+    assert "permission denied for database" in _refused(pg.uri("paceline", local_stack.METADATA_ROLE, metadata_password))
     assert "no password supplied" in _refused(f"postgresql://postgres@127.0.0.1:{port}/airflow")

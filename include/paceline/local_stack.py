@@ -31,9 +31,12 @@ AIRFLOW_DB = "airflow"
 WAREHOUSE_DB = "paceline"
 # The warehouse's own login: owns the `paceline` database, is no superuser, cannot connect to `airflow`.
 WAREHOUSE_ROLE = "paceline"
+# Airflow's own login: owns the `airflow` (metadata) database, is no superuser, cannot connect to `paceline`.
+METADATA_ROLE = "airflow"
 # Secrets in var/ (mode 700), each file created at mode 600.
 SUPERUSER_PASSWORD_FILE = "postgres-superuser.password"
 WAREHOUSE_PASSWORD_FILE = "paceline-warehouse.password"
+METADATA_PASSWORD_FILE = "airflow-metadata.password"
 LOOPBACK = "127.0.0.1"
 ADMIN_USER = "admin"
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -57,6 +60,15 @@ def embedded_postgres(pg_port: int) -> EmbeddedPostgres:
 
 def warehouse_password() -> str:
     return persisted_secret(var_dir() / WAREHOUSE_PASSWORD_FILE)
+
+
+def metadata_password() -> str:
+    return persisted_secret(var_dir() / METADATA_PASSWORD_FILE)
+
+
+def metadata_uri(pg: EmbeddedPostgres) -> str:
+    """Airflow's SQLAlchemy URL for its metadata database, as its own role."""
+    return pg.uri(AIRFLOW_DB, METADATA_ROLE, metadata_password()).replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def api_host() -> str:
@@ -86,7 +98,7 @@ def airflow_env(pg_port: int, api_port: int) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.uri(AIRFLOW_DB).replace("postgresql://", "postgresql+psycopg2://", 1),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_uri(pg),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{_reachable(host)}:{api_port}/execution/",
             "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(api_port),
@@ -148,18 +160,20 @@ def _signal_sessions(sessions: set[int], signum: int) -> None:
 
 
 def prepare_databases(pg: EmbeddedPostgres) -> str:
-    """The two databases and the warehouse's least-privileged role; return the warehouse URI (as that role).
+    """The two databases, each owned by a least-privileged role of its own that cannot connect to
+    the other's; return the warehouse URI (as its role). The superuser serves only this set-up.
 
     Idempotent, and it brings a var/ of an older Paceline (everything owned by the superuser) in line.
     """
     password = warehouse_password()
     pg.ensure_role(WAREHOUSE_ROLE, password)
-    pg.ensure_database(AIRFLOW_DB)
+    pg.ensure_role(METADATA_ROLE, metadata_password())
+    pg.ensure_database(AIRFLOW_DB, owner=METADATA_ROLE)
+    pg.hand_over_database(AIRFLOW_DB, METADATA_ROLE)
     pg.ensure_database(WAREHOUSE_DB, owner=WAREHOUSE_ROLE)
     pg.hand_over_database(WAREHOUSE_DB, WAREHOUSE_ROLE)
-    # Airflow's metadata (and the maintenance database) are the superuser's alone.
-    pg.restrict_connect(AIRFLOW_DB)
-    pg.restrict_connect(SUPERUSER)
+    pg.restrict_connect(AIRFLOW_DB, METADATA_ROLE)
+    pg.restrict_connect(SUPERUSER)  # the maintenance database is the superuser's alone
     pg.restrict_connect(WAREHOUSE_DB, WAREHOUSE_ROLE)
     return pg.uri(WAREHOUSE_DB, WAREHOUSE_ROLE, password)
 

@@ -7,6 +7,9 @@ import os
 import pwd
 import socket
 import stat
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import psutil
 import psycopg
@@ -72,6 +75,33 @@ def test_warehouse_role_is_no_superuser_owns_the_warehouse_and_cannot_reach_airf
     assert (conn["login"], conn["schema"]) == ("paceline", "paceline") and conn["password"]
 
 
+def test_airflow_logs_in_to_its_metadata_as_a_role_that_is_no_superuser(stack: Stack) -> None:
+    scheduler = next(p for p in _processes(stack) if "scheduler" in " ".join(p.cmdline()))
+    url = urllib.parse.urlsplit(scheduler.environ()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert url.username == local_stack.METADATA_ROLE and url.password
+    as_airflow = f"postgresql://{url.username}:{url.password}@127.0.0.1:{stack.pg_port}/airflow"
+    with psycopg.connect(as_airflow) as conn:
+        role = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'airflow'").fetchone()[0]
+        tables = conn.execute("SELECT count(*), count(*) FILTER (WHERE tableowner <> current_user) FROM pg_tables "
+                              "WHERE schemaname = 'public'").fetchone()
+    assert role == (False, False, False) and owner == local_stack.METADATA_ROLE
+    assert tables[0] > 50 and tables[1] == 0, tables  # Airflow's tables, all its role's
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(as_airflow.rsplit("/", 1)[0] + "/paceline", connect_timeout=10).close()
+
+
+def test_log_server_refuses_unsigned_requests(stack: Stack) -> None:
+    """Airflow binds its log server (scheduler, triggerer) to every interface; it must ask for a token."""
+    scheduler = next(p for p in _processes(stack) if "scheduler" in " ".join(p.cmdline()))
+    port = int(scheduler.environ().get("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", "8793"))
+    assert _listening(stack, port), f"no log server on {port}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/log/dag_id=x/run_id=y/task_id=z/attempt=1.log")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310 - loopback
+    assert refused.value.code == 403
+
+
 def test_local_state_is_private(stack: Stack) -> None:
     var_mode = stat.S_IMODE(stack.var.stat().st_mode)
     if os.geteuid() == 0:
@@ -85,6 +115,7 @@ def test_local_state_is_private(stack: Stack) -> None:
     secrets = [
         stack.var / local_stack.SUPERUSER_PASSWORD_FILE,
         stack.var / local_stack.WAREHOUSE_PASSWORD_FILE,
+        stack.var / local_stack.METADATA_PASSWORD_FILE,
         stack.var / "airflow" / "jwt_secret",
         stack.var / "airflow" / "api_secret_key",
         stack.var / "airflow" / "simple_auth_manager_passwords.json",

@@ -234,13 +234,26 @@ class ApiSession:
             self.stats.waited_s += waited
 
     def _send(self, method: str, url: str, params: Mapping[str, Any], **kwargs: Any) -> requests.Response:
-        try:
+        if self.limiter is None or not self.rates:
             return self.session.request(method, url, params=params, timeout=self.timeout, **kwargs)
-        finally:
-            # The answer (or the failure) is back, so the provider has counted the call by now: a
-            # settled rate logs it at this moment if that is sooner (see the limiter).
-            if self.limiter is not None and self.rates:
+        settled = False
+
+        def settle(response: requests.Response | None = None, *args: Any, **kw: Any) -> requests.Response | None:
+            # The answer's headers (or a failure) are back, so the provider has counted the call by
+            # now: a settled rate logs it at this moment if that is sooner (see the limiter). As a
+            # response hook this runs before the body is read, which a large page takes a while to.
+            nonlocal settled
+            if not settled:
+                settled = True
                 self.limiter.settle(self.limiter_key, self.rates, answered_at=time.monotonic())
+            return response
+
+        try:
+            return self.session.request(
+                method, url, params=params, timeout=self.timeout, hooks={"response": settle}, **kwargs
+            )
+        finally:
+            settle()
 
     def _wait(self, seconds: float, why: str) -> None:
         log.info("waiting %.1fs: %s", seconds, why)

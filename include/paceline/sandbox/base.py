@@ -161,6 +161,9 @@ class StandIn:
         self.errors_injected = 0
         self.truncated = 0
         self.held = 0  # calls being held by knobs.hold_after right now
+        # ms from a request read to its answer's headers sent: what a client waits before it knows
+        # the call was counted (a benchmark's ceiling for settled rates, bench/racing_backfill.py)
+        self.answer_ms: deque[float] = deque(maxlen=100_000)
         # the clock of quotas and token lifetimes; a test may set a fake one it advances itself
         self.clock: Callable[[], float] = time.monotonic
         self._routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
@@ -295,6 +298,7 @@ class StandIn:
                 "truncated": self.truncated,
                 "held": self.held,
                 "knobs": asdict(self.knobs),
+                "answer_ms": _quantiles(self.answer_ms),
             }
 
     def reset_stats(self) -> None:
@@ -303,6 +307,7 @@ class StandIn:
             self.throttles.clear()
             self.errors_injected = 0
             self.truncated = 0
+            self.answer_ms.clear()
         self.windows.reset()
 
     def _control_stats(self, request: Request) -> Response:
@@ -329,6 +334,15 @@ class StandIn:
         return Response(200, {"result": result})
 
 
+def _quantiles(values: deque[float]) -> dict[str, float | int]:
+    """count, median and 95th percentile (ms) of the answer times, for stats()."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0}
+    return {"count": len(ordered), "median": round(ordered[len(ordered) // 2], 2),
+            "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 2)}
+
+
 class _Handler(BaseHTTPRequestHandler):
     standin: StandIn
     protocol_version = "HTTP/1.1"
@@ -350,6 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
         )
+        read_at = time.monotonic()
         try:
             response = self.standin.dispatch(request)
         except Exception as exc:  # a stand-in bug must show up as a 500, not a hung client
@@ -368,6 +383,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if not parts.path.startswith("/_control/"):
+            answered_ms = (time.monotonic() - read_at) * 1000.0
+            with self.standin.lock:
+                self.standin.answer_ms.append(answered_ms)
         if response.truncate_at is not None:  # a connection reset mid-body: the client reads too few bytes
             self.wfile.write(payload[: response.truncate_at])
             self.wfile.flush()
