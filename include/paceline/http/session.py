@@ -159,6 +159,10 @@ def provider_message(response: requests.Response) -> str:
     return str(body)[:500]
 
 
+# requests.Request's own arguments; the others of Session.request are the send's
+REQUEST_ARGS = frozenset({"headers", "files", "data", "json", "auth", "cookies", "hooks"})
+
+
 class ApiSession:
     """A requests session bound to one base URL and one credential's rate limit."""
 
@@ -233,9 +237,23 @@ class ApiSession:
             waited = self.limiter.acquire(self.limiter_key, self.rates, background=self.background)
             self.stats.waited_s += waited
 
-    def _send(self, method: str, url: str, params: Mapping[str, Any], **kwargs: Any) -> requests.Response:
+    def _prepare(
+        self, method: str, url: str, params: Mapping[str, Any], kwargs: Mapping[str, Any]
+    ) -> tuple[requests.PreparedRequest, dict[str, Any]]:
+        """The request as requests.Session.request would build it, and its send arguments. Built
+        before the call takes its slot, so that an admitted call goes out at once."""
+        request_args = {k: v for k, v in kwargs.items() if k in REQUEST_ARGS}
+        send_args = {k: v for k, v in kwargs.items() if k not in REQUEST_ARGS}
+        prepared = self.session.prepare_request(requests.Request(method, url, params=dict(params), **request_args))
+        settings = self.session.merge_environment_settings(
+            prepared.url, send_args.pop("proxies", {}), send_args.pop("stream", None),
+            send_args.pop("verify", None), send_args.pop("cert", None),
+        )
+        return prepared, {"timeout": self.timeout, "allow_redirects": True, **settings, **send_args}
+
+    def _send(self, prepared: requests.PreparedRequest, send_args: Mapping[str, Any]) -> requests.Response:
         if self.limiter is None or not self.rates:
-            return self.session.request(method, url, params=params, timeout=self.timeout, **kwargs)
+            return self.session.send(prepared, **send_args)
         settled = False
 
         def settle(response: requests.Response | None = None, *args: Any, **kw: Any) -> requests.Response | None:
@@ -248,10 +266,9 @@ class ApiSession:
                 self.limiter.settle(self.limiter_key, self.rates, answered_at=time.monotonic())
             return response
 
+        prepared.register_hook("response", settle)
         try:
-            return self.session.request(
-                method, url, params=params, timeout=self.timeout, hooks={"response": settle}, **kwargs
-            )
+            return self.session.send(prepared, **send_args)
         finally:
             settle()
 
@@ -269,10 +286,11 @@ class ApiSession:
         throttled_since: float | None = None
         refreshed_auth = False
         while True:
+            prepared, send_args = self._prepare(method, url, merged, kwargs)  # again after an auth refresh
             self._take_slot()
             self.stats.calls += 1
             try:
-                response = self._send(method, url, merged, **kwargs)
+                response = self._send(prepared, send_args)
                 response.content  # noqa: B018 - read the whole body here, where a cut is retried
             except RETRIED_ERRORS as exc:
                 failures += 1
