@@ -147,3 +147,24 @@ def test_a_settled_rate_logs_a_call_when_its_answer_is_back(racing_db) -> None:
     plain = (RateSpec(2, 1.0),)
     limiter.acquire(key + "-plain", plain)
     assert limiter._buckets[(key + "-plain", plain)]._pending.name is None
+
+
+def test_a_call_taken_ahead_of_its_slot_goes_out_no_sooner_than_the_slot(racing_db) -> None:
+    """A settled rate's caller takes its slot up to ADMIT_AHEAD_MS early and sleeps the rest inside
+    acquire(): each call leaves acquire() at least a window after the answer two calls back."""
+    from paceline.http.limiter import SharedRateLimiter
+    from paceline.providers.racing_api.hook import DEFAULT_RATES
+
+    limiter = SharedRateLimiter(racing_db)
+    key = f"racing_api:ahead-{time.time()}"
+    answers: list[float] = []
+    for n in range(6):
+        limiter.acquire(key, DEFAULT_RATES)
+        sent = time.monotonic()
+        bucket = limiter._buckets[(key, DEFAULT_RATES)]
+        assert bucket._pending.send_at == 0.0, "the wait for the slot time is done inside acquire()"
+        if n >= 2:
+            # 2 ms of slack: the database keeps whole milliseconds
+            assert sent - answers[n - 2] >= 1.0 - 0.002, f"call {n} sent {sent - answers[n - 2]:.4f}s after answer {n - 2}"
+        answers.append(time.monotonic())  # before settle(): the logged answer is no sooner than this
+        limiter.settle(key, DEFAULT_RATES)
