@@ -231,12 +231,15 @@ def main(argv: list[str] | None = None) -> int:
         print("    (a) from the start to its last call (includes time its work waited for a slot or for the plan),")
         print("    (b) while its quota held it back (from its first wait for the limiter to its last), (c) while one")
         print("    of its syncs was running; '-': never held back by the quota")
-        shares: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+        print("    (a+) as (a), the scheduled syncs' calls (the probes) counted too: the credential's whole quota")
+        shares: dict[str, list[float]] = {"a": [], "a+": [], "b": [], "c": []}
         for key, times in sorted(calls_log.stamps.items()):
             times.sort()
             login = key.split(":", 1)[1]
+            every_call = sorted(times + calls_log.skipped_stamps.get(key, []))
             row = {
                 "a": window_share(times, hour, QUOTA, [(t0, times[-1])]),
+                "a+": window_share(every_call, hour, QUOTA, [(t0, times[-1])]),
                 "b": share_of_windows_ending_in(times, hour, QUOTA, calls_log.held_back_span(key)),
                 "c": window_share(times, hour, QUOTA, merge([(t0, t0 + t_plan)] + active.get(login, []))),
             }
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 if value is not None:
                     shares[name].append(value)
             print(f"    {login_of.get(login, login[:6]):12} {len(times):6} calls {(times[-1] - t0) / hour:6.2f} h"
-                  f"  (a) {fmt(row['a'])}  (b) {fmt(row['b'])}  (c) {fmt(row['c'])}")
+                  f"  (a) {fmt(row['a'])}  (a+) {fmt(row['a+'])}  (b) {fmt(row['b'])}  (c) {fmt(row['c'])}")
         print("  idle gaps (no sync of the credential running) between its first wait for the quota and its last call:")
         for key, times in sorted(calls_log.stamps.items()):
             login = key.split(":", 1)[1]
@@ -260,10 +263,17 @@ def main(argv: list[str] | None = None) -> int:
             def kind_at(t: float, login: str = login) -> str:
                 return next((k for start, _, k in sorted(task_kinds[login]) if start >= t - 1e-6), "-")
 
+            def slots_at(t: float) -> str:  # small tasks running then, per credential: a full pool starves
+                running = {login_of.get(other, other[:6]): sum(1 for s, e, k in spans if k == "small" and s <= t < e)
+                           for other, spans in task_kinds.items()}
+                return f"{sum(running.values())} small running"
+
             print(f"    {login_of.get(login, login[:6]):12} {len(gaps):5} gaps, {total:5.2f} h idle; longest: "
-                  + ", ".join(f"{(b - a) / hour:.2f} h at {(a - t0) / hour:.1f} h (then {kind_at(b)})" for a, b in longest))
+                  + ", ".join(f"{(b - a) / hour:.2f} h at {(a - t0) / hour:.1f} h (then {kind_at(b)}; "
+                              f"{slots_at((a + b) / 2)})" for a, b in longest))
         live.report(login_of, login_by_id, hour)
-        print(f"  mean share of quota used while work waited (goal >= 90%): (a) {fmt(mean(shares['a']))}"
+        print(f"  mean share of quota used while work waited (goal >= 95%): (a) {fmt(mean(shares['a']))}"
+              f"  (a+) {fmt(mean(shares['a+']))}"
               f"  (b) {fmt(mean(shares['b']))}  (c) {fmt(mean(shares['c']))}")
 
         # the old approach on the same data: sequential, 3.6 s apart, 25 per page, stop at a short page

@@ -79,12 +79,17 @@ class CallLog:
 
     def __init__(self) -> None:
         self.stamps: dict[str, list[float]] = defaultdict(list)
+        self.skipped_stamps: dict[str, list[float]] = defaultdict(list)  # the probes' calls, apart
         self.holds: dict[str, list[float]] = defaultdict(list)
         self._lock = threading.Lock()
 
     def call(self, key: str, at: float) -> None:
         with self._lock:
             self.stamps[key].append(at)
+
+    def skipped_call(self, key: str, at: float) -> None:
+        with self._lock:
+            self.skipped_stamps[key].append(at)
 
     def hold(self, key: str, at: float) -> None:
         with self._lock:
@@ -100,7 +105,7 @@ class CallLog:
 @contextmanager
 def recorded_calls(skip_thread_prefix: str | None = None) -> Iterator[CallLog]:
     """Record every call through the shared limiter, and every quota reschedule, per limiter key;
-    calls from threads named `skip_thread_prefix`... are left out (a benchmark's probes)."""
+    calls from threads named `skip_thread_prefix`... are kept apart (a benchmark's probes)."""
     from paceline.http.limiter import QuotaSpent, SharedRateLimiter
     from paceline.http.session import ApiSession
 
@@ -114,8 +119,8 @@ def recorded_calls(skip_thread_prefix: str | None = None) -> Iterator[CallLog]:
 
     def recording(self: ApiSession) -> None:
         take_slot(self)
-        if self.limiter is not None and not skipped():
-            log.call(self.limiter_key, time.monotonic())
+        if self.limiter is not None:
+            (log.skipped_call if skipped() else log.call)(self.limiter_key, time.monotonic())
 
     def checking(self: ApiSession, *args: object, **kwargs: object) -> None:
         try:
