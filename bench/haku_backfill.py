@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             integration_id = batch[0]["integration"]["integration_id"]
             try:
-                return haku_backfill.sync_batch(batch, params, large=after_small is not None)
+                return haku_backfill.sync_batch(batch, params)
             finally:
                 ended = time.monotonic()
                 with lock:

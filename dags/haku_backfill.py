@@ -20,9 +20,9 @@ smallest first (pool `haku_api`); the large ones follow (pool `haku_backfill_lar
 priority), even if some small ones failed. "First" holds per credential: each mapped batch
 holds one credential's events, and a large batch starts once its own credential's small
 batches have finished (until then it is *up for reschedule* and holds no slot), so a credential
-with little small work goes on to its large events while others are still busy. One large
-event runs at a time per credential: a large event outlasts the quota, so the others of that
-credential wait *up for reschedule* (looking again every 5 minutes) and leave the pool's slots
+with little small work goes on to its large events while others are still busy. One backfill
+task runs at a time per credential (one spends the whole quota): the others of that credential
+wait *up for reschedule* until the running one expects to be done, and leave the pool's slots
 to other credentials.
 
 The backfill's calls are background calls: a scheduled `haku_sync` of the same credential
@@ -74,7 +74,7 @@ with DAG(
                    run_id: str | None = None) -> list[dict]:
         get_current_context()["haku_label"] = haku_sync.batch_label(events)
         haku_backfill.wait_for_small_events(after_small, ti, run_id)
-        return haku_backfill.sync_batch(events, params, large=True)
+        return haku_backfill.sync_batch(events, params)
 
     @task(trigger_rule="all_done", retries=0)
     def summary(ti=None, dag_run=None) -> dict:  # noqa: ANN001 - Airflow's task instance and run

@@ -368,7 +368,7 @@ def test_a_scheduled_task_starts_while_background_work_spends_the_quota(warehous
 def _hold_lane(dsn: str, key: str, taken_queue: mp.Queue) -> None:
     limiter = SharedRateLimiter(dsn)
     with limiter.lane(key) as taken:
-        taken_queue.put(taken)
+        taken_queue.put(bool(taken))  # a LaneHold holds its connection: send the verdict
         time.sleep(600)  # killed long before
 
 

@@ -168,6 +168,8 @@ def test_quota_separates_background_calls_and_shows_who_holds_the_rooms(warehous
         with limiter.waiting_room(key), limiter.lane(key) as taken:
             assert taken
             [busy] = quota.quota_snapshot(conn, [credential])
+            taken.expect_done_in(1800)  # the holder says when it expects to be done
+            [saying] = quota.quota_snapshot(conn, [credential])
     assert idle["recent"] == {"window_s": 300.0, "calls": 5, "background": 2, "scheduled": 3, "background_pace_limit": 10}
     assert not idle["waiting_room"]["held"] and not idle["lane"]["held"]
     assert busy["waiting_room"]["held"] and busy["lane"]["held"]
@@ -176,6 +178,11 @@ def test_quota_separates_background_calls_and_shows_who_holds_the_rooms(warehous
     table = render_quota([busy])  # what `paceline quota` prints
     assert "haku_backfill.sync_large[3] since" in table and "3 sched / 2 bg per 5m" in table
     assert not busy["background_room"]["held"]
+    assert busy["lane"]["holder"]["expects_done_at"] is None
+    assert saying["lane"]["holder"]["application_name"] == "haku_backfill.sync_large[3]"  # the estimate apart
+    done_at = dt.datetime.fromisoformat(saying["lane"]["holder"]["expects_done_at"])
+    assert 1700 < (done_at - dt.datetime.now(dt.UTC)).total_seconds() <= 1800.1
+    assert ", done ~" in render_quota([saying])
 
 
 def test_known_credentials_key_integrations_like_their_hooks(warehouse: str, monkeypatch) -> None:

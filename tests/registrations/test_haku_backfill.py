@@ -118,10 +118,12 @@ def test_a_large_batch_waits_only_for_its_own_credentials_small_tasks() -> None:
     haku_backfill.wait_for_small_events([], FakeTaskInstance({}), "r1")  # a credential without small events
 
 
-def test_a_large_batch_runs_alone_on_its_credential(haku: HakuWorld) -> None:
-    """While another task holds the credential's lane, a large batch reschedules before any call;
-    small batches are not held back; once the lane is free the large batch runs."""
-    from paceline.http.limiter import QuotaSpent
+def test_every_backfill_batch_runs_alone_on_its_credential_and_comes_back_when_the_holder_expects_to_be_done(
+    haku: HakuWorld,
+) -> None:
+    """While another task holds the credential's lane, a batch (small or large) reschedules before
+    any call: until the holder expects to be done when it said so, else after lane_recheck_s()."""
+    from paceline.http.limiter import QuotaSpent, lane_recheck_s, reschedule_after_s
     from paceline.registrations import haku_sync
     from paceline.registrations.planning import Integration
 
@@ -129,19 +131,65 @@ def test_a_large_batch_runs_alone_on_its_credential(haku: HakuWorld) -> None:
     planned = haku_backfill.plan(params)
     (large_batch,) = planned["large"]
     events = large_batch["events"]
+    iid = events[0]["integration"]["integration_id"]
+    small = [b for b in planned["small"] if b[0]["integration"]["integration_id"] == iid]
     hook = haku_sync.hook_for(Integration.from_dict(events[0]["integration"]))
     limiter = hook.limiter()
     haku.reset_stats()
-    with limiter.lane(hook.limiter_key) as taken:
-        assert taken
+    with limiter.lane(hook.limiter_key) as lane:
+        assert lane
+        for batch in (events, small[0]):
+            with pytest.raises(QuotaSpent) as spent:
+                haku_backfill.sync_batch(batch, params)
+            assert spent.value.in_use and spent.value.wait_s == pytest.approx(lane_recheck_s())  # the holder said nothing
+        lane.expect_done_in(3 * reschedule_after_s() + 100)
         with pytest.raises(QuotaSpent) as spent:
-            haku_backfill.sync_batch(events, params, large=True)
-        assert spent.value.in_use
+            haku_backfill.sync_batch(small[0], params)
+        assert 3 * reschedule_after_s() < spent.value.wait_s <= 3 * reschedule_after_s() + 100.1  # said to 0.1 s
+        lane.expect_done_in(0)  # late: sent away for at least a reschedule's length
+        with pytest.raises(QuotaSpent) as spent:
+            haku_backfill.sync_batch(small[0], params)
+        assert spent.value.wait_s == pytest.approx(reschedule_after_s())
         assert haku.stats()["calls"].get(haku.integration(3)["login"], {}).get("registration", 0) == 0
         assert not [r for r in audit_rows(haku.dsn) if r["sync_type"] == "backfill"]
-        small = [b for b in planned["small"] if b[0]["integration"]["integration_id"] == events[0]["integration"]["integration_id"]]
-        for batch in small:
-            haku_backfill.sync_batch(batch, params)  # small batches do not need the lane
-    (result,) = haku_backfill.sync_batch(events, params, large=True)
+    assert limiter.lane_free_in_s(hook.limiter_key) is None  # released: nobody holds it
+    for batch in small:
+        haku_backfill.sync_batch(batch, params)
+    (result,) = haku_backfill.sync_batch(events, params)
     assert result["actual_size"] == 60
     haku.assert_matches_truth(3)
+
+
+def test_a_lane_holder_says_when_it_expects_to_be_done_before_each_event(haku: HakuWorld, monkeypatch) -> None:
+    """The holder's estimate is its remaining events' calls at the credential's quota, said before
+    each event; expected_calls is a full sync's: a detail per registration and the pages."""
+    monkeypatch.setenv("PACELINE_RATE_HOUR_SECONDS", "100")  # 0.2 s a call: estimates of seconds
+    from paceline.http.limiter import hour_seconds
+    from paceline.providers.haku.hook import DEFAULT_CALLS_PER_HOUR
+    from paceline.registrations import haku_sync
+    from paceline.registrations.planning import Integration
+
+    assert haku_backfill.expected_calls({"estimated_size": 60}) == 60 + 3 + 1
+    assert haku_backfill.expected_calls({"estimated_size": 0}) == 1
+    assert haku_backfill.expected_calls({"estimated_size": -1}) is None
+    planned = haku_backfill.plan({**window(30, 30), "large_threshold": 1000})
+    small = [i for b in planned["small"] for i in b]
+    by_integration: dict[str, list[dict]] = {}
+    for item in small:
+        by_integration.setdefault(item["integration"]["integration_id"], []).append(item)
+    items = max(by_integration.values(), key=len)  # one credential's small events, as one batch
+    assert len(items) >= 2
+    hook = haku_sync.hook_for(Integration.from_dict(items[0]["integration"]))
+    limiter, key = hook.limiter(), hook.limiter_key
+    said: list[float | None] = []
+
+    def look(item: dict, params: dict | None = None, **_: object) -> dict:
+        said.append(limiter.lane_free_in_s(key))
+        return {"event_id": item["event_id"]}
+
+    haku_sync.sync_batch(items, {}, sync=look, background=True, alone=True, calls_of=haku_backfill.expected_calls)
+    per_call_s = hour_seconds() / DEFAULT_CALLS_PER_HOUR
+    for n, free_in in enumerate(said):
+        expected = sum(haku_backfill.expected_calls(i) for i in items[n:]) * per_call_s
+        assert free_in is not None and expected - 2 <= free_in <= expected + 0.1, (n, free_in, expected)
+    assert said == sorted(said, reverse=True) and said[0] - said[-1] > 1  # what is left, not the whole batch

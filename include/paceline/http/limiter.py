@@ -415,6 +415,44 @@ class LockedClockPostgresBucket(PostgresBucket):
             log.warning("could not settle a call's stamp in %s", self.table, exc_info=True)
 
 
+# A lane holder says when it expects to be done in its connection's application_name (which
+# dies with the connection, as the lane does): "<holder> done_at=<unix time>".
+LANE_DONE_AT = " done_at="
+SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
+# An advisory lock on a bigint key shows in pg_locks as (classid, objid) = (high, low) 32 bits, objsubid 1.
+LANE_HOLDER_NAME = """
+SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 1
+"""
+
+
+def lane_done_at(application_name: str | None) -> float | None:
+    """The unix time a lane holder expects to be done, from its application_name (None: not said)."""
+    if not application_name or LANE_DONE_AT not in application_name:
+        return None
+    try:
+        return float(application_name.rsplit(LANE_DONE_AT, 1)[1])
+    except ValueError:
+        return None
+
+
+class LaneHold:
+    """A try at a key's lane: true when taken. The holder may say when it expects to be done, so
+    that a task turned away can come back then instead of looking every few minutes."""
+
+    def __init__(self, conn: psycopg.Connection | None) -> None:
+        self._conn = conn
+
+    def __bool__(self) -> bool:
+        return self._conn is not None
+
+    def expect_done_in(self, seconds: float) -> None:
+        if self._conn is None or self._conn.closed:
+            return
+        name = f"{holder_name()[:40]}{LANE_DONE_AT}{time.time() + max(0.0, seconds):.1f}"
+        self._conn.execute(SET_APPLICATION_NAME, (name,))
+
+
 class SharedRateLimiter:
     """Blocks each caller until its key's rates admit one more call."""
 
@@ -509,19 +547,28 @@ class SharedRateLimiter:
         return self._is_locked(lane_id(key)) or self.has_waiter(key, background=True)
 
     @contextmanager
-    def lane(self, key: str) -> Iterator[bool]:
-        """Try to take `key`'s lane for the length of the block; yields whether it was taken.
+    def lane(self, key: str) -> Iterator[LaneHold]:
+        """Try to take `key`'s lane for the length of the block; yields a LaneHold, true when taken.
 
         The lane is an advisory lock on a connection of its own, so a worker that dies frees it."""
         lock = lane_id(key)
         with psycopg.connect(self.dsn, autocommit=True, application_name=holder_name()) as conn:
             row = conn.execute(TRY_LOCK, (lock,)).fetchone()
-            taken = bool(row and row[0])
+            hold = LaneHold(conn if row and row[0] else None)
             try:
-                yield taken
+                yield hold
             finally:
-                if taken and not conn.closed:
+                if hold and not conn.closed:
                     conn.execute(UNLOCK, (lock,))
+
+    def lane_free_in_s(self, key: str) -> float | None:
+        """Seconds until the holder of `key`'s lane expects to be done (LaneHold.expect_done_in);
+        None when nobody holds it or the holder said nothing."""
+        unsigned = lane_id(key) & 0xFFFFFFFFFFFFFFFF
+        with self._pool(self.dsn).connection() as conn:
+            row = conn.execute(LANE_HOLDER_NAME, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+        done_at = lane_done_at(row[0] if row else None)
+        return None if done_at is None else max(0.0, done_at - time.time())
 
     @contextmanager
     def waiting_room(self, key: str, max_wait_s: float | None = None, *, background: bool = False) -> Iterator[None]:

@@ -19,9 +19,11 @@ import psycopg
 from psycopg import sql
 
 from paceline.http.limiter import (
+    LANE_DONE_AT,
     RateSpec,
     background_pace,
     bucket_table,
+    lane_done_at,
     lane_id,
     pace_key,
     waiting_room_id,
@@ -123,13 +125,18 @@ def lock_holders(conn: psycopg.Connection, lock: int) -> dict[str, Any]:
     """Who holds an advisory lock (pid, application name, since when) and how many queue behind."""
     unsigned = lock & 0xFFFFFFFFFFFFFFFF
     rows = conn.execute(ADVISORY_LOCK_HOLDERS, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchall()
-    holder = next(({"pid": pid, "application_name": name or None, "since": _iso(start or backend)}
+    holder = next(({"pid": pid, "application_name": (name or "").split(LANE_DONE_AT, 1)[0] or None,
+                    "since": _iso(start or backend), "expects_done_at": _unix_iso(lane_done_at(name))}
                    for granted, pid, name, start, backend in rows if granted), None)  # fmt: skip
     return {"held": holder is not None, "holder": holder, "queued": sum(1 for row in rows if not row[0])}
 
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _unix_iso(value: float | None) -> str | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC).isoformat()
 
 
 def credential_snapshot(conn: psycopg.Connection, credential: Credential) -> dict[str, Any]:

@@ -64,7 +64,8 @@ def _lock(lock: dict[str, Any] | None) -> str:
     holder = lock["holder"]
     who = holder.get("application_name") or f"pid {holder['pid']}"
     queued = f" (+{lock['queued']} queued)" if lock["queued"] else ""
-    return f"{who} since {(holder.get('since') or '')[11:19]}{queued}"
+    done = f", done ~{holder['expects_done_at'][11:16]}" if holder.get("expects_done_at") else ""
+    return f"{who} since {(holder.get('since') or '')[11:19]}{done}{queued}"
 
 
 def render_quota(snapshot: Sequence[dict[str, Any]]) -> str:

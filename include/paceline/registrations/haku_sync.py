@@ -38,7 +38,7 @@ from typing import Any
 
 from paceline import audit, watermarks
 from paceline.db.warehouse import connect, dsn_from_airflow, upsert
-from paceline.http.limiter import QuotaSpent, lane_recheck_s
+from paceline.http.limiter import QuotaSpent, hour_seconds, lane_recheck_s, reschedule_after_s
 from paceline.http.session import (
     ApiError,
     PermanentApiError,
@@ -660,20 +660,30 @@ def _finish(
 
 
 @contextmanager
-def quota_for_task(integration: Integration, *, background: bool = False, alone: bool = False) -> Iterator[None]:
+def quota_for_task(integration: Integration, *, background: bool = False, alone: bool = False) -> Iterator[Any]:
     """Enter a task on `integration`'s credential, or raise QuotaSpent (Airflow reschedules the
     task) when its first calls do not fit the quota now. With `alone` the task also holds the
-    credential's lane for its whole length, and reschedules while another task holds it."""
+    credential's lane for its whole length (yielded: the holder may say when it expects to be
+    done), and while another task holds it, reschedules until then."""
     session = hook_for(integration, background=background).get_conn()
     limiter = session.limiter
     try:
-        with limiter.lane(session.limiter_key) if alone and limiter is not None else nullcontext(True) as entered:
-            if not entered:
-                raise QuotaSpent(lane_recheck_s(), in_use=True)
+        with limiter.lane(session.limiter_key) if alone and limiter is not None else nullcontext(None) as lane:
+            if alone and limiter is not None and not lane:
+                raise QuotaSpent(turned_away_s(limiter, session.limiter_key), in_use=True)
             session.reschedule_if_quota_spent()
-            yield
+            yield lane
     finally:
         session.close()
+
+
+def turned_away_s(limiter: Any, key: str) -> float:
+    """How long a task turned away from a credential's lane stays up for reschedule: until the
+    holder expects to be done (at least reschedule_after_s()), or lane_recheck_s() when the holder
+    said nothing. A holder that finishes early costs its credential that much idle; one that
+    finishes late sends the waiting tasks away once more, with its new estimate."""
+    free_in = limiter.lane_free_in_s(key)
+    return lane_recheck_s() if free_in is None else max(reschedule_after_s(), free_in)
 
 
 def scheduled_sync(item: Mapping[str, Any], params: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -694,18 +704,31 @@ def sync_batch(
     sync: Callable[..., dict[str, Any]] | None = None,
     background: bool = False,
     alone: bool = False,
+    calls_of: Callable[[Mapping[str, Any]], int | None] | None = None,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Sync each event of a mapped batch (with `sync`, default scheduled_sync); one failing event
     fails the task after the others ran and committed. When the first event's credential has its
     quota spent for a while, raises QuotaSpent before any work: Airflow reschedules the task.
-    `background` and `alone` are quota_for_task's."""
+    `background` and `alone` are quota_for_task's; with `calls_of` (an event's expected calls)
+    a lane holder says before each event when it expects to be done, at the credential's quota."""
     SyncParams.from_params(params)  # bad params fail here, before any call
     sync = sync or scheduled_sync
     if not items:
         return []
-    with quota_for_task(Integration.from_dict(items[0]["integration"]), background=background, alone=alone):
-        return engine.run_batch(items, lambda item: sync(item, params, **kwargs),
+    integration = Integration.from_dict(items[0]["integration"])
+    calls_per_s = (integration.calls_per_hour or DEFAULT_CALLS_PER_HOUR) / hour_seconds()
+    left = list(items)
+
+    def sync_one(item: Mapping[str, Any]) -> dict[str, Any]:
+        expected = [calls_of(i) for i in left] if calls_of is not None and lane else []
+        if expected and None not in expected:
+            lane.expect_done_in(sum(expected) / calls_per_s)
+        left.pop(0)  # run_batch syncs the items in order
+        return sync(item, params, **kwargs)
+
+    with quota_for_task(integration, background=background, alone=alone) as lane:
+        return engine.run_batch(items, sync_one,
                                 lambda item: f"{item['integration']['integration_id']} event {item.get('event_id')}")
 
 
