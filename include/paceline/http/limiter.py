@@ -426,6 +426,12 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.obj
 """
 
 
+def pg_locks_key(lock: int) -> tuple[int, int]:
+    """An advisory lock's bigint id as pg_locks shows it: (classid, objid), its high and low 32 bits."""
+    unsigned = lock & 0xFFFFFFFFFFFFFFFF
+    return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+
 def lane_done_at(application_name: str | None) -> float | None:
     """The unix time a lane holder expects to be done, from its application_name (None: not said)."""
     if not application_name or LANE_DONE_AT not in application_name:
@@ -564,9 +570,8 @@ class SharedRateLimiter:
     def lane_free_in_s(self, key: str) -> float | None:
         """Seconds until the holder of `key`'s lane expects to be done (LaneHold.expect_done_in);
         None when nobody holds it or the holder said nothing."""
-        unsigned = lane_id(key) & 0xFFFFFFFFFFFFFFFF
         with self._pool(self.dsn).connection() as conn:
-            row = conn.execute(LANE_HOLDER_NAME, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+            row = conn.execute(LANE_HOLDER_NAME, pg_locks_key(lane_id(key))).fetchone()
         done_at = lane_done_at(row[0] if row else None)
         return None if done_at is None else max(0.0, done_at - time.time())
 

@@ -26,6 +26,7 @@ from paceline.http.limiter import (
     lane_done_at,
     lane_id,
     pace_key,
+    pg_locks_key,
     waiting_room_id,
 )
 
@@ -123,8 +124,7 @@ def _bucket(conn: psycopg.Connection, key: str, rate: RateSpec) -> tuple[int, dt
 
 def lock_holders(conn: psycopg.Connection, lock: int) -> dict[str, Any]:
     """Who holds an advisory lock (pid, application name, since when) and how many queue behind."""
-    unsigned = lock & 0xFFFFFFFFFFFFFFFF
-    rows = conn.execute(ADVISORY_LOCK_HOLDERS, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchall()
+    rows = conn.execute(ADVISORY_LOCK_HOLDERS, pg_locks_key(lock)).fetchall()
     holder = next(({"pid": pid, "application_name": (name or "").split(LANE_DONE_AT, 1)[0] or None,
                     "since": _iso(start or backend), "expects_done_at": _unix_iso(lane_done_at(name))}
                    for granted, pid, name, start, backend in rows if granted), None)  # fmt: skip
