@@ -151,16 +151,12 @@ def test_racing_calendar_has_one_cell_per_day_since_2015(seeded: str) -> None:
 
 
 def test_page_renders_every_chart_and_says_when_bigquery_is_unreachable(seeded: str) -> None:
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
+    from paceline.http.session import RetryPolicy
+    from paceline.providers.bigquery import BigQueryClient
     from paceline.ui import page, queries
 
     _limiter_calls(seeded, "runsignup", "ui_rsu", 3)
-    closed = bigquery.Client(
-        project="p", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=f"http://127.0.0.1:{free_port()}")
-    )
+    closed = BigQueryClient.anonymous(f"http://127.0.0.1:{free_port()}", "p", retry=RetryPolicy(attempts=0))
     nba = queries.nba_null_share(closed, timeout_s=3)
     assert nba["error"] and nba["days"] == []
     html = page.render(
@@ -230,9 +226,9 @@ def test_nba_null_share_per_game_day_from_the_emulator(tmp_path) -> None:
         pytest.skip(f"BigQuery emulator venv missing ({sb.bq_python()}): run scripts/setup-bq-emulator.sh")
     emulator = sb.start_emulator(tmp_path / "bigquery", persistent=False)
     try:
-        client = emulator.client()
+        client = emulator.rest_client()
         sb.ensure_schema(client)
-        client.query(NBA_ROWS).result()
+        client.query(NBA_ROWS)
         data = queries.nba_null_share(client, timeout_s=30)
     finally:
         emulator.stop()

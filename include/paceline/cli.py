@@ -109,13 +109,14 @@ def _nba_check(args: argparse.Namespace) -> int:
 
     from paceline.nba.quality import DataQualityError, check_range, warnings
     from paceline.nba.tasks import bigquery_client
+    from paceline.providers.bigquery import BigQueryError
 
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     rows = tuple(args.rows) if args.rows else None
     try:
         results = check_range(bigquery_client(args.conn_id), start, end, band=(args.band_low, args.band_high),
                               settings=_nba_settings(args), expected_rows=rows)
-    except DataQualityError as exc:
+    except (DataQualityError, BigQueryError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     for result in results:
@@ -128,10 +129,11 @@ def _nba_check(args: argparse.Namespace) -> int:
 def _nba_setup(args: argparse.Namespace) -> int:
     from paceline.nba.setup import SetupError, ensure_summary_table
     from paceline.nba.tasks import bigquery_client
+    from paceline.providers.bigquery import BigQueryError
 
     try:
         result = ensure_summary_table(bigquery_client(args.conn_id), location=args.location)
-    except SetupError as exc:
+    except (SetupError, BigQueryError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     out(result.describe())

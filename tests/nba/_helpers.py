@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from google.cloud import bigquery
-
 from paceline.nba import BOX_TABLE, PBP_TABLE, TRANSFORM_SQL, sql_text
 from paceline.sandbox import bigquery as sb
 
@@ -19,19 +17,16 @@ ORDER BY game_id, player_id
 
 RAW_BOX_COUNT = "SELECT COUNT(*) AS n FROM nba_raw.box_player WHERE game_date = @game_date"
 DELETE_SUMMARY_DAY = "DELETE FROM nba_analytics.player_game_summary WHERE game_date = @game_date"
-
-
-def _day(day: dt.date) -> bigquery.QueryJobConfig:
-    return bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("game_date", "DATE", day)])
+DROP_SUMMARY = "DROP TABLE IF EXISTS nba_analytics.player_game_summary"
 
 
 def raw_box_count(client: Any, day: dt.date) -> int:
-    (row,) = client.query(RAW_BOX_COUNT, job_config=_day(day)).result()
+    (row,) = client.query(RAW_BOX_COUNT, {"game_date": day}).rows
     return row["n"]
 
 
 def delete_summary(client: Any, day: dt.date) -> None:
-    client.query(DELETE_SUMMARY_DAY, job_config=_day(day)).result()
+    client.query(DELETE_SUMMARY_DAY, {"game_date": day})
 
 
 def box(day: dt.date, person_id: int, minutes: str | None, game_id: str = "0023000001", **stats: Any) -> dict:
@@ -62,18 +57,13 @@ def load(client: Any, box_rows: list[dict], pbp_rows: list[dict] | None = None) 
         sb.load_rows(client, PBP_TABLE, pbp_rows)
 
 
-def transform(client: Any, day: dt.date) -> bigquery.QueryJob:
-    """Run the DAG's day statement, as the operator sends it: the file and a DATE parameter."""
-    config = bigquery.QueryJobConfig(
-        query_parameters=[bigquery.ScalarQueryParameter("game_date", "DATE", day)], use_legacy_sql=False
-    )
-    job = client.query(sql_text(TRANSFORM_SQL), job_config=config)
-    job.result()
-    return job
+def transform(client: Any, day: dt.date) -> Any:
+    """Run the DAG's day statement, as the task sends it: the file and a DATE parameter."""
+    return client.query(sql_text(TRANSFORM_SQL), {"game_date": day})
 
 
 def summary(client: Any, day: dt.date) -> list[dict]:
-    return [dict(row.items()) for row in client.query(SUMMARY_FOR_DAY, job_config=_day(day)).result()]
+    return client.query(SUMMARY_FOR_DAY, {"game_date": day}).rows
 
 
 def by_player(client: Any, day: dt.date) -> dict[int, dict]:

@@ -59,7 +59,8 @@ def emulator() -> Iterator[sb.EmulatorProcess]:
 
 @pytest.fixture(scope="session")
 def client(emulator: sb.EmulatorProcess) -> Any:
-    return emulator.client()
+    """The pipeline's own client (``paceline.providers.bigquery``) on the emulator."""
+    return emulator.rest_client()
 
 
 @pytest.fixture(scope="session")

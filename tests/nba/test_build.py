@@ -9,7 +9,7 @@ import pytest
 
 from paceline.nba import build
 from paceline.nba.settings import DEFAULTS
-from tests.nba._helpers import _day, box, load, shot, summary
+from tests.nba._helpers import box, load, shot, summary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,7 +55,7 @@ def test_an_emptied_raw_partition_fails_loudly_and_keeps_the_rows(client, fresh_
     load(client, *_two_games(fresh_day))
     assert build.build_day(client, fresh_day).rows_affected == 4
     before = summary(client, fresh_day)
-    client.query(DELETE_BOX_DAY, job_config=_day(fresh_day)).result()
+    client.query(DELETE_BOX_DAY, {"game_date": fresh_day})
     with pytest.raises(build.RawPartitionIncomplete) as refused:
         build.build_day(client, fresh_day)
     message = str(refused.value)
@@ -69,7 +69,7 @@ def test_a_half_reloaded_partition_keeps_the_missing_game(client, fresh_day) -> 
     load(client, *_two_games(fresh_day))
     build.build_day(client, fresh_day)
     before = summary(client, fresh_day)
-    client.query(DELETE_BOX_GAME, job_config=_day(fresh_day)).result()
+    client.query(DELETE_BOX_GAME, {"game_date": fresh_day})
     with pytest.raises(build.RawPartitionIncomplete, match=r"1 game\(s\) with 2 summary row\(s\).*0023000002"):
         build.build_day(client, fresh_day)
     assert summary(client, fresh_day) == before
@@ -79,7 +79,7 @@ def test_missing_play_by_play_does_not_zero_the_zones(client, fresh_day) -> None
     load(client, *_two_games(fresh_day))
     build.build_day(client, fresh_day)
     before = summary(client, fresh_day)
-    client.query(DELETE_PBP_DAY, job_config=_day(fresh_day)).result()
+    client.query(DELETE_PBP_DAY, {"game_date": fresh_day})
     with pytest.raises(build.RawPartitionIncomplete, match=r"no play-by-play shots: 0023000001 \(1 FGA\)"):
         build.build_day(client, fresh_day)
     assert summary(client, fresh_day) == before
@@ -89,7 +89,7 @@ def test_a_player_leaving_a_present_game_is_still_removed(client, fresh_day) -> 
     load(client, *_two_games(fresh_day))
     build.build_day(client, fresh_day)
     client.query("DELETE FROM nba_raw.box_player WHERE game_date = @game_date AND person_id = 4",
-                 job_config=_day(fresh_day)).result()
+                 {"game_date": fresh_day})
     build.build_day(client, fresh_day)
     assert [row["player_id"] for row in summary(client, fresh_day)] == [1, 2, 3]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from paceline.nba import ASSET_URI, DAG_ID, QUALITY_DAG_ID
-from tests.nba._helpers import box, delete_summary, load, raw_box_count, summary
+from tests.nba._helpers import DROP_SUMMARY, box, delete_summary, load, raw_box_count, summary
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,11 +92,25 @@ def test_dag_file_does_not_import_the_bigquery_operator() -> None:
     assert out.strip().splitlines()[-1] == "[]"
 
 
-def test_first_run_creates_the_missing_table(dag, client, small_seed) -> None:
-    from paceline.nba import SUMMARY_TABLE
+def test_tasks_reach_bigquery_without_the_client_library(emulator) -> None:
+    """A task's whole BigQuery path (client from the connection, set-up, build, gate) loads neither
+    google-cloud-bigquery nor pandas/pyarrow: about 0.8 s of CPU per task process (bench/README.md)."""
+    heavy = ("google.cloud.bigquery", "pandas", "pyarrow", "airflow.providers.google.common.hooks.base_google")
+    code = (
+        "import sys, datetime as dt; sys.path.insert(0, 'include'); "
+        "from paceline.nba import build, quality, setup, tasks; "
+        "client = tasks.bigquery_client('google_cloud_default'); setup.ensure_summary_table(client); "
+        "build.build_day(client, dt.date(2022, 2, 12)); quality.check_day(client, dt.date(2022, 2, 12)); "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=DAGS.parent, capture_output=True, text=True,
+                         timeout=120, check=True, env={**os.environ, **emulator.env()}).stdout
+    assert out.strip().splitlines()[-1] == "[]"
 
+
+def test_first_run_creates_the_missing_table(dag, client, small_seed) -> None:
     day = dt.date(2022, 2, 10)
-    client.delete_table(f"{client.project}.{SUMMARY_TABLE}", not_found_ok=True)
+    client.query(DROP_SUMMARY)
     run, states = _run_day(dag, day)
     assert run.state == "success", states
     assert len(summary(client, day)) == raw_box_count(client, day) > 0
@@ -199,13 +214,11 @@ def test_warning_is_logged(client, fresh_day, emulator, caplog) -> None:
 
 
 def test_emptied_raw_partition_fails_the_run_and_keeps_the_rows(dag, client, fresh_day) -> None:
-    from tests.nba._helpers import _day
-
     load(client, [box(fresh_day, pid, "20:00") for pid in (1, 2)])
     run, states = _run_day(dag, fresh_day)
     assert run.state == "success", states
     before = summary(client, fresh_day)
-    client.query("DELETE FROM nba_raw.box_player WHERE game_date = @game_date", job_config=_day(fresh_day)).result()
+    client.query("DELETE FROM nba_raw.box_player WHERE game_date = @game_date", {"game_date": fresh_day})
     run, states = _run_day(dag, fresh_day)
     # failed at once, not up_for_retry: a retry cannot fill the partition
     assert states == {"transform_day": "failed", "check_day": "upstream_failed"}

@@ -75,7 +75,7 @@ def test_full_range_row_count(client, built_small) -> None:
     start, end = built_small
     (rows,) = client.query(
         "SELECT COUNT(*) AS n FROM nba_analytics.player_game_summary WHERE game_date BETWEEN @s AND @e",
-        job_config=_range(start, end)).result()
+        {"s": start, "e": end}).rows
     n = rows["n"]
     ok = {r.rule: r for r in quality.check_range(client, start, end, expected_rows=(n, n + 1))}
     assert ok["row_count"].status == "pass" and ok["row_count"].value == n
@@ -150,18 +150,13 @@ def test_completeness_reports_days_not_built(client, fresh_day) -> None:
     assert failed["completeness"].rows[0]["summary_rows"] == 0
 
 
-def _range(start: dt.date, end: dt.date):
-    from google.cloud import bigquery
+def test_checks_run_through_the_airflow_connection(emulator, built_small, airflow_db) -> None:
+    """What a task does: the client from google_cloud_default (anonymous, BIGQUERY_EMULATOR_HOST)."""
+    from paceline.providers.bigquery import BigQueryRestHook
 
-    return bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("s", "DATE", start),
-                                                     bigquery.ScalarQueryParameter("e", "DATE", end)])
-
-
-def test_checks_accept_an_airflow_bigquery_hook(emulator, built_small, airflow_db) -> None:
-    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-
-    hook = BigQueryHook(gcp_conn_id="google_cloud_default", use_legacy_sql=False)
-    assert all(r.passed for r in quality.check_range(hook, *built_small))
+    client = BigQueryRestHook("google_cloud_default").get_client()
+    assert client.project == emulator.project and client.session.base_url == emulator.url
+    assert all(r.passed for r in quality.check_range(client, *built_small))
 
 
 def test_cli_check_passes_warns_and_fails_on_the_row_count(client, built_small, emulator, capsys) -> None:

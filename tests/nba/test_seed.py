@@ -86,7 +86,7 @@ def test_small_seed_loads_and_is_idempotent(client, small_seed) -> None:
     assert (again.box_rows, again.pbp_rows) == (small_seed.box_rows, small_seed.pbp_rows)
     (count,) = client.query(
         "SELECT COUNT(*) AS n FROM nba_raw.box_player WHERE game_date BETWEEN '2022-02-10' AND '2022-02-27'"
-    ).result()
+    ).rows
     assert count["n"] == small_seed.box_rows
 
 

@@ -6,27 +6,33 @@ import datetime as dt
 import json
 
 import pytest
-from google.cloud import bigquery
 
 from paceline.cli import main as cli_main
-from paceline.nba import SUMMARY_TABLE, setup
+from paceline.nba import setup
 from paceline.nba.settings import DEFAULTS, SettingsError, from_json
-from tests.nba._helpers import box, load, summary, transform
+from paceline.providers.bigquery import Table
+from tests.nba._helpers import DROP_SUMMARY, box, load, summary, transform
 
 pytestmark = pytest.mark.timeout(120)
 
+COLUMNS = """
+SELECT column_name FROM nba_analytics.INFORMATION_SCHEMA.COLUMNS
+WHERE table_name = 'player_game_summary' ORDER BY ordinal_position
+"""
+
 
 def _drop_summary(client) -> None:
-    client.delete_table(f"{client.project}.{SUMMARY_TABLE}", not_found_ok=True)
+    client.query(DROP_SUMMARY)
 
 
 def test_setup_creates_the_partitioned_table_once_and_keeps_rows(client, fresh_day) -> None:
     _drop_summary(client)
     created = setup.ensure_summary_table(client)
     assert created.table_created and not created.dataset_created
-    table = client.get_table(f"{client.project}.{SUMMARY_TABLE}")
-    assert table.time_partitioning.field == "game_date"
-    assert [f.name for f in table.schema][:3] == ["game_date", "game_id", "player_id"]
+    table = client.get_table("nba_analytics.player_game_summary")
+    assert (table.partition_type, table.partition_field) == ("DAY", "game_date")
+    columns = client.query(COLUMNS).rows
+    assert [c["column_name"] for c in columns][:3] == ["game_date", "game_id", "player_id"]
     load(client, [box(fresh_day, 1, "30:00")])
     transform(client, fresh_day)
     again = setup.ensure_summary_table(client)
@@ -36,25 +42,22 @@ def test_setup_creates_the_partitioned_table_once_and_keeps_rows(client, fresh_d
 
 def test_setup_creates_the_dataset_in_the_raw_location(client) -> None:
     _drop_summary(client)
-    client.delete_dataset(f"{client.project}.nba_analytics", not_found_ok=True, delete_contents=True)
+    client.query("DROP SCHEMA IF EXISTS nba_analytics CASCADE")
+    assert client.dataset_location("nba_analytics") is None
     created = setup.ensure_summary_table(client)
     assert created.dataset_created and created.table_created
-    assert created.location == client.get_dataset(f"{client.project}.nba_raw").location
-    assert client.get_dataset(f"{client.project}.nba_analytics") is not None
+    assert created.location == client.dataset_location("nba_raw") is not None
+    assert client.dataset_location("nba_analytics") == created.location
 
 
 def test_a_table_partitioned_otherwise_is_refused() -> None:
-    table = bigquery.Table("p.nba_analytics.player_game_summary")
+    name = "nba_analytics.player_game_summary"
     with pytest.raises(setup.SetupError, match="not day-partitioned on game_date"):
-        setup.verify_summary_table(table)
-    table.time_partitioning = bigquery.TimePartitioning(field="game_date", type_="MONTH")
+        setup.verify_summary_table(Table(name, None, None, None))
     with pytest.raises(setup.SetupError, match="paceline nba setup"):
-        setup.verify_summary_table(table)
-    table.time_partitioning = bigquery.TimePartitioning(field="game_date")
-    table.clustering_fields = ["game_id", "player_id"]
-    assert setup.verify_summary_table(table) == ()
-    table.clustering_fields = ["player_id"]
-    assert "expected game_id, player_id" in setup.verify_summary_table(table)[0]
+        setup.verify_summary_table(Table(name, "MONTH", "game_date", None))
+    assert setup.verify_summary_table(Table(name, "DAY", "game_date", ["game_id", "player_id"])) == ()
+    assert "expected game_id, player_id" in setup.verify_summary_table(Table(name, "DAY", "game_date", ["player_id"]))[0]
 
 
 def test_cli_setup_is_idempotent(client, emulator, capsys) -> None:

@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3
 
-from paceline.http.limiter import QuotaSpent, RateSpec, SharedRateLimiter, reschedule_after_s, short_window_s
+if TYPE_CHECKING:  # the limiter (psycopg) is imported by sessions that use one: BigQuery's does not
+    from paceline.http.limiter import RateSpec, SharedRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class ApiSession:
         timeout: tuple[float, float] = (10.0, 60.0),
         retry: RetryPolicy | None = None,
         body_check: BodyCheck | None = None,
+        throttle_check: Callable[[requests.Response], bool] | None = None,
         on_unauthorized: Callable[[], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         background: bool = False,
@@ -192,6 +194,7 @@ class ApiSession:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.body_check = body_check
+        self.throttle_check = throttle_check  # an error answer that means "slow down" (BigQuery's 403)
         self.on_unauthorized = on_unauthorized
         self.sleep = sleep
         self.stats = CallStats()
@@ -217,6 +220,8 @@ class ApiSession:
         the wait is short even if the backfill keeps the quota spent."""
         if self.limiter is None or not self.rates:
             return
+        from paceline.http.limiter import QuotaSpent, reschedule_after_s, short_window_s
+
         key = self.limiter_key
         if self.background:
             wait = self.limiter.background_wait_s(key, self.rates, calls)
@@ -302,7 +307,10 @@ class ApiSession:
             status = response.status_code
             self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
             verdict = self._verdict(response) if status < 400 else None
-            if status == 429 or (verdict is not None and verdict.throttled):
+            throttled = status == 429 or (verdict is not None and verdict.throttled)
+            if not throttled and status >= 400 and self.throttle_check is not None:
+                throttled = self.throttle_check(response)
+            if throttled:
                 throttles_in_a_row += 1
                 self.stats.throttles += 1
                 throttled_since = throttled_since or time.monotonic()

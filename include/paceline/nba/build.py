@@ -13,10 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paceline.nba import BOX_TABLE, TRANSFORM_SQL, sql_text
 from paceline.nba.settings import LEAGUE_TZ, NbaSettings
+
+if TYPE_CHECKING:
+    from paceline.providers.bigquery import BigQueryClient
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +46,15 @@ def days_to_build(day: dt.date, run_type: str, settings: NbaSettings) -> list[dt
     return [day - dt.timedelta(days=back) for back in range(extra, -1, -1)]
 
 
-def _day_config(day: dt.date) -> Any:
-    from google.cloud import bigquery
-
-    return bigquery.QueryJobConfig(
-        query_parameters=[bigquery.ScalarQueryParameter("game_date", "DATE", day)], use_legacy_sql=False
-    )
-
-
-def guard(client: Any, day: dt.date) -> list[dict[str, Any]]:
+def guard(client: BigQueryClient, day: dt.date) -> list[dict[str, Any]]:
     """The problem games of ``day`` (empty: safe to rebuild). A missing raw table raises."""
-    from google.api_core.exceptions import NotFound
+    from paceline.providers.bigquery import NotFound
 
     try:
-        return [dict(row.items()) for row in client.query(sql_text(GUARD_SQL), job_config=_day_config(day)).result()]
+        return client.query(sql_text(GUARD_SQL), {"game_date": day}).rows
     except NotFound as exc:
         raise RawPartitionIncomplete(
-            f"cannot build {day}: a table is missing ({exc.message}). The raw tables "
+            f"cannot build {day}: a table is missing ({exc}). The raw tables "
             f"({BOX_TABLE}, nba_raw.pbp_actions) are loaded upstream; the summary table is created by "
             "`python -m paceline nba setup`."
         ) from exc
@@ -93,13 +88,12 @@ class DayBuild:
     rows_affected: int
 
 
-def build_day(client: Any, day: dt.date) -> DayBuild:
+def build_day(client: BigQueryClient, day: dt.date) -> DayBuild:
     """Guard, then the day's MERGE. Raises :class:`RawPartitionIncomplete` before writing anything."""
     problems = guard(client, day)
     if problems:
         raise RawPartitionIncomplete(_describe(day, problems))
-    job = client.query(sql_text(TRANSFORM_SQL), job_config=_day_config(day))
-    job.result()
+    job = client.query(sql_text(TRANSFORM_SQL), {"game_date": day})
     affected = int(job.num_dml_affected_rows or 0)
     log.info("built %s: %d summary row(s) written (job %s)", day, affected, job.job_id)
     return DayBuild(day, affected)

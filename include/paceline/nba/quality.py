@@ -20,24 +20,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
-
-from google.cloud import bigquery
+from typing import TYPE_CHECKING, Any
 
 from paceline.nba import sql_text
 from paceline.nba.settings import DEFAULTS, FULL_RANGE, NbaSettings
+
+if TYPE_CHECKING:
+    from paceline.providers.bigquery import BigQueryClient
 
 PASS, WARN, FAIL, INFO = "pass", "warn", "fail", "info"
 DEFAULT_BAND: tuple[float, float] = DEFAULTS.null_share_band
 DAY_MAX_NULL_SHARE = DEFAULTS.null_share_fail_above
 MAX_ROWS_SHOWN = 10
-
-
-class _HasClient(Protocol):
-    def get_client(self, *args: Any, **kwargs: Any) -> bigquery.Client: ...
-
-
-ClientLike = bigquery.Client | _HasClient
 
 
 @dataclass(frozen=True)
@@ -109,26 +103,11 @@ def _format_row(row: dict[str, Any]) -> str:
     )
 
 
-def as_client(hook_or_client: ClientLike) -> bigquery.Client:
-    """A BigQuery client from a client, or from a hook with ``get_client()`` (BigQueryHook)."""
-    if isinstance(hook_or_client, bigquery.Client):
-        return hook_or_client
-    # BigQueryHook.get_client() does not fall back to the connection's project by itself.
-    return hook_or_client.get_client(project_id=getattr(hook_or_client, "project_id", None))
+def _query(client: BigQueryClient, sql_file: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
+    return client.query(sql_text(sql_file), {"start_date": start, "end_date": end}).rows
 
 
-def _query(client: bigquery.Client, sql_file: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
-    config = bigquery.QueryJobConfig(
-        query_parameters=[
-            bigquery.ScalarQueryParameter("start_date", "DATE", start),
-            bigquery.ScalarQueryParameter("end_date", "DATE", end),
-        ],
-        use_legacy_sql=False,
-    )
-    return [dict(row.items()) for row in client.query(sql_text(sql_file), job_config=config).result()]
-
-
-def _row_rule(client: bigquery.Client, rule: Rule, start: dt.date, end: dt.date) -> CheckResult:
+def _row_rule(client: BigQueryClient, rule: Rule, start: dt.date, end: dt.date) -> CheckResult:
     rows = _query(client, rule.sql_file, start, end)
     if not rows:
         return CheckResult(rule.name, PASS, f"{rule.statement}: holds")
@@ -140,7 +119,7 @@ def _row_rule(client: bigquery.Client, rule: Rule, start: dt.date, end: dt.date)
 
 
 def _null_share_rule(
-    client: bigquery.Client, start: dt.date, end: dt.date, settings: NbaSettings, single_day: bool
+    client: BigQueryClient, start: dt.date, end: dt.date, settings: NbaSettings, single_day: bool
 ) -> tuple[CheckResult, int]:
     (row,) = _query(client, NULL_SHARE_RULE.sql_file, start, end)
     total, nulls, share = row["total_rows"], row["null_rows"], row["null_share"]
@@ -168,7 +147,7 @@ def _null_share_rule(
 
 
 def _zone_coverage_rule(
-    client: bigquery.Client, start: dt.date, end: dt.date, settings: NbaSettings
+    client: BigQueryClient, start: dt.date, end: dt.date, settings: NbaSettings
 ) -> CheckResult:
     days = _query(client, ZONE_COVERAGE_RULE.sql_file, start, end)
     fga = sum(day["fga"] for day in days)
@@ -192,7 +171,7 @@ def _row_count_rule(total: int, expected: tuple[int, int]) -> CheckResult:
 
 
 def run_checks(
-    hook_or_client: ClientLike,
+    client: BigQueryClient,
     start: dt.date,
     end: dt.date,
     *,
@@ -201,7 +180,6 @@ def run_checks(
     expected_rows: tuple[int, int] | None = None,
 ) -> list[CheckResult]:
     """Run every rule over ``[start, end]`` and return all results (no raising)."""
-    client = as_client(hook_or_client)
     share, total = _null_share_rule(client, start, end, settings, single_day)
     results = [share, _zone_coverage_rule(client, start, end, settings)]
     results += [_row_rule(client, rule, start, end) for rule in ROW_RULES]
@@ -223,18 +201,18 @@ def warnings(results: Sequence[CheckResult]) -> list[str]:
 
 
 def check_day(
-    hook_or_client: ClientLike, day: dt.date, *, settings: NbaSettings = DEFAULTS, end: dt.date | None = None
+    client: BigQueryClient, day: dt.date, *, settings: NbaSettings = DEFAULTS, end: dt.date | None = None
 ) -> list[CheckResult]:
     """The per-run gate over ``day`` (through ``end`` when a run rebuilt several days).
 
     Raises :class:`DataQualityError` naming every failing rule; a day (or span) without rows passes.
     """
     end = end or day
-    return _raise_on_failure(day, end, run_checks(hook_or_client, day, end, settings=settings, single_day=True))
+    return _raise_on_failure(day, end, run_checks(client, day, end, settings=settings, single_day=True))
 
 
 def check_range(
-    hook_or_client: ClientLike,
+    client: BigQueryClient,
     start: dt.date,
     end: dt.date,
     band: tuple[float, float] | None = None,
@@ -258,5 +236,5 @@ def check_range(
                            null_share_fail_above=max(high, settings.null_share_fail_above))
     if expected_rows is None and (start, end) == FULL_RANGE:
         expected_rows = settings.row_count_range
-    results = run_checks(hook_or_client, start, end, settings=settings, expected_rows=expected_rows)
+    results = run_checks(client, start, end, settings=settings, expected_rows=expected_rows)
     return _raise_on_failure(start, end, results)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from paceline.nba import ANALYTICS_DATASET, RAW_DATASET, SUMMARY_TABLE, sql_text
+
+if TYPE_CHECKING:
+    from paceline.providers.bigquery import BigQueryClient, Table
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +44,17 @@ class SetupResult:
         return "; ".join([head + (f" (location {self.location})" if self.location else ""), *self.notes])
 
 
-def _not_found() -> type[Exception]:
-    from google.api_core.exceptions import NotFound
-
-    return NotFound
-
-
-def _dataset_location(client: Any, dataset: str) -> str | None:
-    try:
-        return client.get_dataset(f"{client.project}.{dataset}").location
-    except _not_found():
-        return None
-
-
-def ensure_dataset(client: Any, dataset: str, location: str | None = None) -> bool:
+def ensure_dataset(client: BigQueryClient, dataset: str, location: str | None = None) -> bool:
     """Create ``dataset`` when missing; True when it was created."""
-    from google.cloud import bigquery
-
-    if _dataset_location(client, dataset) is not None:
+    if client.dataset_location(dataset) is not None:
         return False
-    spec = bigquery.Dataset(f"{client.project}.{dataset}")
-    if location:
-        spec.location = location
-    client.create_dataset(spec, exists_ok=True)
-    return True
+    return client.create_dataset(dataset, location)
 
 
-def verify_summary_table(table: Any) -> tuple[str, ...]:
+def verify_summary_table(table: Table) -> tuple[str, ...]:
     """Refuse a table the MERGE cannot scope to one partition; return notes on lesser gaps."""
-    partitioning = table.time_partitioning
-    field = getattr(partitioning, "field", None)
-    if field != PARTITION_FIELD or getattr(partitioning, "type_", "DAY") != "DAY":
+    if table.partition_field != PARTITION_FIELD or (table.partition_type or "DAY") != "DAY":
+        partitioning = f"{table.partition_type} on {table.partition_field}" if table.partition_type else "none"
         raise SetupError(
             f"{SUMMARY_TABLE} exists but is not day-partitioned on {PARTITION_FIELD} "
             f"(partitioning: {partitioning}). Paceline writes one partition per run and will not "
@@ -88,27 +71,25 @@ def verify_summary_table(table: Any) -> tuple[str, ...]:
     return ()
 
 
-def ensure_summary_table(client: Any, location: str | None = None) -> SetupResult:
+def ensure_summary_table(client: BigQueryClient, location: str | None = None) -> SetupResult:
     """Create the analytics dataset and the summary table when missing. Idempotent; never drops."""
-    not_found = _not_found()
-    try:
-        table = client.get_table(f"{client.project}.{SUMMARY_TABLE}")
-    except not_found:
-        table = None
+    table = client.get_table(SUMMARY_TABLE)
     if table is not None:
         return SetupResult(False, False, None, verify_summary_table(table))
     # Same location as the raw data, or the MERGE that joins them cannot run.
-    location = location or _dataset_location(client, RAW_DATASET)
+    location = location or client.dataset_location(RAW_DATASET)
     dataset_created = ensure_dataset(client, ANALYTICS_DATASET, location)
-    client.query(sql_text(SUMMARY_DDL)).result()  # CREATE TABLE IF NOT EXISTS: a racing run is harmless
-    table = client.get_table(f"{client.project}.{SUMMARY_TABLE}")
+    client.query(sql_text(SUMMARY_DDL))  # CREATE TABLE IF NOT EXISTS: a racing run is harmless
+    table = client.get_table(SUMMARY_TABLE)
+    if table is None:
+        raise SetupError(f"{SUMMARY_TABLE} is still missing after its CREATE TABLE ran")
     result = SetupResult(dataset_created, True, location, verify_summary_table(table))
     log.info("%s", result.describe())
     return result
 
 
-def ensure_raw_tables(client: Any, location: str | None = None) -> None:
+def ensure_raw_tables(client: BigQueryClient, location: str | None = None) -> None:
     """The raw tables, for the sandbox and tests (on BigQuery the loaders own them)."""
     ensure_dataset(client, RAW_DATASET, location)
     for name in RAW_DDL:
-        client.query(sql_text(name)).result()
+        client.query(sql_text(name))

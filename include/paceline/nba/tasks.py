@@ -1,39 +1,49 @@
 """What the NBA DAGs run, kept out of the DAG files so they stay declarative.
 
-Imports are lazy on purpose: every task process parses the DAG file, and the google provider's
-``BigQueryInsertJobOperator`` alone costs about a second of CPU more than the hook's base class
-(bench/README.md, NBA section). Tasks build a plain ``google.cloud.bigquery`` client from the
-connection's credentials instead.
+Imports are lazy on purpose: every task process parses the DAG file and pays for every import.
+BigQuery is reached through ``paceline.providers.bigquery`` (its REST API over the shared HTTP
+session), not ``google-cloud-bigquery``, whose pandas and pyarrow helpers cost a task about 0.8 s
+of CPU (bench/README.md, NBA section).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 def bigquery_client(gcp_conn_id: str) -> Any:
-    """A ``google.cloud.bigquery.Client`` with the credentials and project of an Airflow connection.
+    """A :class:`paceline.providers.bigquery.BigQueryClient` for the project of an Airflow
+    ``google_cloud_platform`` connection (``BIGQUERY_EMULATOR_HOST`` points it at an emulator)."""
+    from paceline.providers.bigquery.hook import BigQueryRestHook
 
-    ``GoogleBaseHook`` reads the connection (key file, key JSON, ADC, impersonation, or
-    ``is_anonymous`` for the emulator); the client follows ``BIGQUERY_EMULATOR_HOST`` by itself.
-    """
-    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
-    from google.cloud import bigquery
-
-    hook = GoogleBaseHook(gcp_conn_id=gcp_conn_id)
-    credentials, project = hook.get_credentials_and_project_id()
-    return bigquery.Client(project=project, credentials=credentials)
+    return BigQueryRestHook(gcp_conn_id).get_client()
 
 
-def _fail_without_retry(message: str) -> Exception:
-    # Bad data stays bad on a retry: fail at once (retries stay for BigQuery's transient errors).
+@contextlib.contextmanager
+def _failing_fast() -> Iterator[None]:
+    """Errors a retry cannot fix fail the task at once, saying what to fix: bad data, a table of
+    the wrong shape, a bad statement, connection or parameter. Retries stay for BigQuery's transient errors."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    return AirflowFailException(message)
+    from paceline.nba.build import RawPartitionIncomplete
+    from paceline.nba.quality import DataQualityError
+    from paceline.nba.setup import SetupError
+    from paceline.providers.bigquery import BigQueryError
+
+    try:
+        yield
+    except (RawPartitionIncomplete, DataQualityError, SetupError, ValueError) as error:
+        raise AirflowFailException(str(error)) from error
+    except BigQueryError as error:
+        if error.permanent:
+            raise AirflowFailException(f"{error} (not retried: fix this first, then clear the task)") from error
+        raise
 
 
 def run_transform(
@@ -55,17 +65,13 @@ def run_transform(
 
         log.info("game day %s is built from %s (its games are not over before then)", day, ready.isoformat())
         raise AirflowRescheduleException(ready.astimezone(dt.UTC))
-    client = bigquery_client(gcp_conn_id)
-    created = setup.ensure_summary_table(client)
-    if created.table_created:
-        log.info("%s", created.describe())
     days = build.days_to_build(day, str(getattr(run_type, "value", run_type)), config)
-    rows = {}
-    for each in days:
-        try:
-            rows[each.isoformat()] = build.build_day(client, each).rows_affected
-        except build.RawPartitionIncomplete as error:
-            raise _fail_without_retry(str(error)) from error
+    with _failing_fast():
+        client = bigquery_client(gcp_conn_id)
+        created = setup.ensure_summary_table(client)
+        if created.table_created:
+            log.info("%s", created.describe())
+        rows = {each.isoformat(): build.build_day(client, each).rows_affected for each in days}
     return {"game_date": day.isoformat(), "days": [d.isoformat() for d in days], "rows_written": rows}
 
 
@@ -89,10 +95,8 @@ def run_day_check(gcp_conn_id: str, built: dict[str, Any]) -> dict[str, Any]:
     from paceline.nba import quality, settings
 
     days = [dt.date.fromisoformat(d) for d in built["days"]]
-    try:
+    with _failing_fast():
         results = quality.check_day(bigquery_client(gcp_conn_id), days[0], end=days[-1], settings=settings.load())
-    except quality.DataQualityError as error:
-        raise _fail_without_retry(str(error)) from error
     figures = {"game_date": built["game_date"], "days": built["days"], **_figures(results)}
     for note in figures["notes"]:
         log.warning("quality warning (the day passes with this note): %s", note)
@@ -105,10 +109,8 @@ def run_range_check(
     """The range gate; fails the task (no retry) naming every failing rule. Returns the figures."""
     from paceline.nba import quality, settings
 
-    try:
+    with _failing_fast():
         results = quality.check_range(bigquery_client(gcp_conn_id), start, end, band, settings=settings.load())
-    except quality.DataQualityError as error:
-        raise _fail_without_retry(str(error)) from error
     for note in quality.warnings(results):
         log.warning("quality warning (the range passes with this note): %s", note)
     return {"start": start.isoformat(), "end": end.isoformat(), **_figures(results)}

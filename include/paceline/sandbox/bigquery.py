@@ -108,6 +108,12 @@ class EmulatorProcess:
     def client(self) -> Any:
         return make_client(self.url, self.project)
 
+    def rest_client(self) -> Any:
+        """What the pipeline uses: :class:`paceline.providers.bigquery.BigQueryClient`, anonymous."""
+        from paceline.providers.bigquery import BigQueryClient
+
+        return BigQueryClient.anonymous(self.url, self.project)
+
     def env(self) -> dict[str, str]:
         """Environment for processes that use this emulator through Airflow's google provider."""
         return {
@@ -247,13 +253,34 @@ def _tail(path: Path, lines: int = 30) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def google_client(client: Any) -> Any:
+    """A ``google.cloud.bigquery`` client for the emulator that ``client`` talks to: the seed and
+    the test fixtures load Parquet through load jobs, which the pipeline never does."""
+    from paceline.providers.bigquery import BigQueryClient
+
+    if isinstance(client, BigQueryClient):
+        return make_client(client.session.base_url, client.project)
+    return client
+
+
+def rest_client(client: Any) -> Any:
+    """Paceline's REST client (``paceline.providers.bigquery``) for the emulator that
+    ``google.cloud.bigquery`` ``client`` talks to (the seed loads through the latter)."""
+    from paceline.providers.bigquery import BigQueryClient
+
+    if isinstance(client, BigQueryClient):
+        return client
+    return BigQueryClient.anonymous(client._connection.API_BASE_URL, client.project)  # set by make_client
+
+
 def ensure_schema(client: Any) -> None:
     """Create the datasets and tables of docs/contract.md when missing. Idempotent; never drops."""
     # The summary table goes through the same set-up as on BigQuery (`paceline nba setup`).
     from paceline.nba.setup import ensure_raw_tables, ensure_summary_table
 
-    ensure_raw_tables(client)
-    ensure_summary_table(client)
+    rest = rest_client(client)
+    ensure_raw_tables(rest)
+    ensure_summary_table(rest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,6 +556,7 @@ def _load(client: Any, table: str, columns: tuple[str, ...], rows: list[tuple[An
     import pyarrow.parquet as pq
     from google.cloud import bigquery
 
+    client = google_client(client)
     buffer = io.BytesIO()
     pq.write_table(_arrow_table(columns, rows), buffer)
     buffer.seek(0)
@@ -568,6 +596,7 @@ def seed_nba(client: Any, start: dt.date, end: dt.date, seed: int = 7, *, chunk_
     from google.cloud import bigquery
 
     started = time.monotonic()
+    client = google_client(client)
     ensure_schema(client)
     params = bigquery.QueryJobConfig(query_parameters=[
         bigquery.ScalarQueryParameter("start_date", "DATE", start),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -350,10 +351,6 @@ BQ_TIMEOUT_S = 20.0
 
 
 def _null_share_rows(client: Any, timeout_s: float) -> list[dict[str, Any]]:
-    from google.cloud import bigquery
-
-    retry = bigquery.DEFAULT_RETRY.with_deadline(timeout_s)
-    job = client.query(NULL_SHARE_BY_DAY, retry=retry, job_retry=None, timeout=timeout_s)
     return [
         {
             "day": _iso(row["game_date"]),
@@ -361,7 +358,7 @@ def _null_share_rows(client: Any, timeout_s: float) -> list[dict[str, Any]]:
             "null_rows": int(row["null_rows"]),
             "null_share": float(row["null_share"] or 0.0),
         }
-        for row in job.result(retry=retry, timeout=timeout_s)
+        for row in client.query(NULL_SHARE_BY_DAY, timeout_s=timeout_s).rows
     ]
 
 
@@ -371,8 +368,9 @@ _bq_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="paceline-ui-bq"
 def nba_null_share(client: Any = None, *, conn_id: str | None = None, timeout_s: float = BQ_TIMEOUT_S) -> dict[str, Any]:
     """The NULL minutes_played share per game day against the quality band; never raises.
 
-    `client`: a google.cloud.bigquery Client, or None for BigQueryHook(`conn_id`). When BigQuery
-    cannot be read within `timeout_s`, ``error`` says why and ``days`` is empty.
+    `client`: a :class:`paceline.providers.bigquery.BigQueryClient`, or None for the connection
+    `conn_id`'s (one try per call: the page does not wait out retries). When BigQuery cannot be
+    read within `timeout_s`, ``error`` says why and ``days`` is empty.
     """
     from paceline.config import GOOGLE_CONN_ID
     from paceline.nba.quality import DAY_MAX_NULL_SHARE, DEFAULT_BAND
@@ -380,16 +378,17 @@ def nba_null_share(client: Any = None, *, conn_id: str | None = None, timeout_s:
     result: dict[str, Any] = {"band": list(DEFAULT_BAND), "day_max": DAY_MAX_NULL_SHARE, "days": [], "error": None}
     try:
         if client is None:
-            from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+            from paceline.http.session import RetryPolicy
+            from paceline.providers.bigquery import BigQueryRestHook
 
-            from paceline.nba.quality import as_client
-
-            client = as_client(BigQueryHook(gcp_conn_id=conn_id or GOOGLE_CONN_ID, use_legacy_sql=False))
+            hook = BigQueryRestHook(conn_id or GOOGLE_CONN_ID, retry=RetryPolicy(attempts=0), timeout=(3.0, timeout_s))
+            client = hook.get_client()
         # A thread of its own with a hard limit: an unreachable endpoint must not hold the page.
         result["days"] = _bq_pool.submit(_null_share_rows, client, timeout_s).result(timeout=timeout_s + 5)
     except FutureTimeout:
         result["error"] = f"BigQuery did not answer within {timeout_s + 5:.0f} s"
     except Exception as exc:  # the page must render whatever BigQuery does
         log.warning("NBA NULL share: BigQuery not readable: %s", exc)
-        result["error"] = f"BigQuery not readable: {type(exc).__name__}: {str(exc)[:200]}"
+        # the endpoint without its scheme: the page links nowhere
+        result["error"] = f"BigQuery not readable: {type(exc).__name__}: {re.sub(r'https?://', '', str(exc))[:200]}"
     return result
