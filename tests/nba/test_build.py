@@ -42,12 +42,12 @@ def test_scheduled_runs_reread_the_days_before_theirs_backfills_do_not() -> None
 def test_a_day_not_over_yet_goes_up_for_reschedule_until_ready(emulator) -> None:
     from airflow.sdk.exceptions import AirflowRescheduleException
 
-    from paceline.nba.tasks import run_transform
+    from paceline.nba.tasks import build_and_check_day
 
     day = dt.date(2023, 1, 10)
     just_before = dt.datetime(2023, 1, 11, 10, 59, tzinfo=dt.UTC)  # 05:59 in New York
     with pytest.raises(AirflowRescheduleException) as wait:
-        run_transform("google_cloud_default", day, "scheduled", now=just_before)
+        build_and_check_day("google_cloud_default", day, "scheduled", now=just_before)
     assert wait.value.reschedule_date == dt.datetime(2023, 1, 11, 11, tzinfo=dt.UTC)
 
 

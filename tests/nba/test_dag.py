@@ -39,6 +39,12 @@ def _run_day(dag, day: dt.date):
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
+def _failure(capfd) -> str:
+    """What the failed task logged (dag.test() runs it in this process)."""
+    out, err = capfd.readouterr()
+    return out + err
+
+
 def _asset_events(run_id: str) -> list:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -62,14 +68,13 @@ def test_dag_shape(airflow_db) -> None:
     assert dag.start_date == dt.datetime(2021, 10, 1, tzinfo=dt.UTC)
     assert dag.catchup is False
     assert {"nba", "bigquery"} <= set(dag.tags) and dag.doc_md
-    assert set(dag.task_ids) == {"transform_day", "check_day"}
+    # one task a day: Airflow's start-up is paid once per day (bench/README.md), the gate inside it
+    assert set(dag.task_ids) == {"build_and_check_day"}
     pools = json.loads((DAGS.parent / "config" / "pools.json").read_text())
     for task in dag.tasks:
         assert task.owner == "paceline" and task.retries >= 2
         assert task.pool == "bigquery" and "bigquery" in pools
-    transform, check = dag.get_task("transform_day"), dag.get_task("check_day")
-    assert transform.downstream_task_ids == {"check_day"}
-    assert [o.uri for o in check.outlets] == [ASSET_URI] and not transform.outlets
+    assert [o.uri for o in dag.get_task("build_and_check_day").outlets] == [ASSET_URI]
     quality_dag = _dag("nba_quality_check.py", QUALITY_DAG_ID)
     assert {task.pool for task in quality_dag.tasks} == {"bigquery"}
 
@@ -124,7 +129,7 @@ def test_one_day_end_to_end_rerun_identical(dag, client, small_seed) -> None:
     rows = summary(client, day)
     assert len(rows) == raw_box_count(client, day) > 0
     events = _asset_events(run.run_id)
-    assert len(events) == 1 and events[0][0] == "check_day"
+    assert len(events) == 1 and events[0][0] == "build_and_check_day"
     extra = events[0][1]
     assert extra["game_date"] == day.isoformat() and extra["days"] == [day.isoformat()]
     assert 0.0 < extra["null_minutes_share"] < 0.6 and extra["zone_coverage"] == 1.0
@@ -142,22 +147,24 @@ def test_day_without_games_succeeds_and_writes_nothing(dag, client, small_seed) 
     assert summary(client, day) == []
 
 
-def test_bad_data_fails_the_gate_at_once_and_emits_no_asset_event(dag, client, fresh_day) -> None:
-    assert dag.get_task("check_day").retries == 2
+def test_bad_data_fails_the_gate_at_once_and_emits_no_asset_event(dag, client, fresh_day, capfd) -> None:
+    assert dag.get_task("build_and_check_day").retries == 2
     load(client, [box(fresh_day, pid, "20:00", ftm=1, fta=1, pts=5) for pid in (1, 2)])
     run, states = _run_day(dag, fresh_day)
     # failed, not up_for_retry: bad data stays bad, so the gate does not retry
-    assert states == {"transform_day": "success", "check_day": "failed"}
+    assert states == {"build_and_check_day": "failed"}
+    assert "player_game_summary quality check failed" in _failure(capfd)
     assert run.state == "failed"
     assert _asset_events(run.run_id) == []
 
 
-def test_malformed_minutes_fail_the_transform(dag, client, fresh_day) -> None:
-    for task in dag.tasks:
-        task.retries = 0  # the BigQuery job error is retried like any; a test need not wait for it
+def test_malformed_minutes_fail_the_transform(dag, client, fresh_day, capfd) -> None:
     load(client, [box(fresh_day, 1, "20:00"), box(fresh_day, 2, "twenty")])
     run, states = _run_day(dag, fresh_day)
-    assert states == {"transform_day": "failed", "check_day": "upstream_failed"}
+    # failed, not up_for_retry: the statement's ERROR() (invalidQuery) is not something a retry fixes
+    assert states == {"build_and_check_day": "failed"}
+    logged = _failure(capfd)
+    assert "minutes_format" in logged and "not retried" in logged
     assert summary(client, fresh_day) == []
     assert _asset_events(run.run_id) == []
 
@@ -193,21 +200,19 @@ def test_warn_band_day_passes_with_the_note_in_the_asset_event(dag, client, fres
     run, states = _run_day(dag, fresh_day)
     assert run.state == "success", states
     ((source, extra),) = _asset_events(run.run_id)
-    assert source == "check_day" and extra["status"] == "warn"
+    assert source == "build_and_check_day" and extra["status"] == "warn"
+    assert extra["rows_written"] == {fresh_day.isoformat(): 10}
     (note,) = extra["notes"]
     assert note.startswith("null_minutes_share: NULL minutes_played share 50.0% (5 of 10 rows)")
 
 
 def test_warning_is_logged(client, fresh_day, emulator, caplog) -> None:
-    from paceline.nba.tasks import run_day_check
-    from tests.nba._helpers import transform
+    from paceline.nba.tasks import build_and_check_day
 
     load(client, [box(fresh_day, pid, None) for pid in range(1, 6)]
          + [box(fresh_day, pid, "30:00") for pid in range(6, 11)])
-    transform(client, fresh_day)
     with caplog.at_level("WARNING", logger="paceline.nba.tasks"):
-        figures = run_day_check("google_cloud_default", {"game_date": fresh_day.isoformat(),
-                                                         "days": [fresh_day.isoformat()]})
+        figures = build_and_check_day("google_cloud_default", fresh_day, "manual")
     assert figures["status"] == "warn"
     assert any("quality warning (the day passes with this note): null_minutes_share" in r.getMessage()
                for r in caplog.records)
@@ -221,6 +226,6 @@ def test_emptied_raw_partition_fails_the_run_and_keeps_the_rows(dag, client, fre
     client.query("DELETE FROM nba_raw.box_player WHERE game_date = @game_date", {"game_date": fresh_day})
     run, states = _run_day(dag, fresh_day)
     # failed at once, not up_for_retry: a retry cannot fill the partition
-    assert states == {"transform_day": "failed", "check_day": "upstream_failed"}
+    assert states == {"build_and_check_day": "failed"}
     assert summary(client, fresh_day) == before
     assert _asset_events(run.run_id) == []

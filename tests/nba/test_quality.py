@@ -169,3 +169,14 @@ def test_cli_check_passes_warns_and_fails_on_the_row_count(client, built_small, 
     assert "WARNING (passes with a note): null_minutes_share" in capsys.readouterr().err
     assert cli_main(["nba", "check", "--start", start, "--end", end, "--rows", "110000", "160000"]) == 1
     assert "rule row_count: FAILED" in capsys.readouterr().err
+
+
+def test_sql_files_name_no_parameter_in_a_comment() -> None:
+    """The emulator counts an ``@name`` in a ``--`` comment as a parameter and refuses the query
+    ("Parameter argument/count mismatch"); BigQuery does not mind. Keep comments free of them."""
+    from paceline.nba import SQL_DIR
+
+    offending = [f"{path.relative_to(SQL_DIR)}:{n}" for path in sorted(SQL_DIR.rglob("*.sql"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if "--" in line and "@" in line.split("--", 1)[1]]
+    assert offending == []

@@ -1,6 +1,8 @@
 """Quality gate of nba_analytics.player_game_summary: the old system's acceptance, as settings.
 
-Each rule is a query under ``sql/checks/`` over ``[@start_date, @end_date]`` and ends in one of:
+Each rule is a query under ``sql/checks/`` over ``[@start_date, @end_date]``; ``checks/figures.sql``
+counts every rule's findings in one job, and a rule's own query (its offending rows) runs only when
+its count is not zero, so a passing gate costs one query. A rule ends in one of:
 
 - ``pass``;
 - ``warn``: the old system's "investigate but do not block" (a NULL-minutes share between the
@@ -53,11 +55,13 @@ ROW_RULES: tuple[Rule, ...] = (
     Rule("completeness", "checks/completeness.sql",
          "each game day has one summary row per box-score player"),
 )
-NULL_SHARE_RULE = Rule("null_minutes_share", "checks/null_minutes_share.sql",
+NULL_SHARE_RULE = Rule("null_minutes_share", "checks/null_minutes_by_day.sql",
                        "share of NULL minutes_played within bounds")
 ZONE_COVERAGE_RULE = Rule("zone_coverage", "checks/zone_coverage_by_day.sql",
                           "share of field-goal attempts placed in a shot zone")
 ROW_COUNT_RULE = "row_count"
+# Every rule's count in one job (a passing gate costs one query); detail queries only on a finding.
+FIGURES_SQL = "checks/figures.sql"
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,9 @@ def _query(client: BigQueryClient, sql_file: str, start: dt.date, end: dt.date) 
     return client.query(sql_text(sql_file), {"start_date": start, "end_date": end}).rows
 
 
-def _row_rule(client: BigQueryClient, rule: Rule, start: dt.date, end: dt.date) -> CheckResult:
+def _row_rule(client: BigQueryClient, rule: Rule, start: dt.date, end: dt.date, count: int) -> CheckResult:
+    if not count:
+        return CheckResult(rule.name, PASS, f"{rule.statement}: holds")
     rows = _query(client, rule.sql_file, start, end)
     if not rows:
         return CheckResult(rule.name, PASS, f"{rule.statement}: holds")
@@ -119,15 +125,16 @@ def _row_rule(client: BigQueryClient, rule: Rule, start: dt.date, end: dt.date) 
 
 
 def _null_share_rule(
-    client: BigQueryClient, start: dt.date, end: dt.date, settings: NbaSettings, single_day: bool
+    client: BigQueryClient, start: dt.date, end: dt.date, settings: NbaSettings, single_day: bool,
+    figures: dict[str, Any],
 ) -> tuple[CheckResult, int]:
-    (row,) = _query(client, NULL_SHARE_RULE.sql_file, start, end)
-    total, nulls, share = row["total_rows"], row["null_rows"], row["null_share"]
+    total, nulls = figures["total_rows"], figures["null_rows"]
     name = NULL_SHARE_RULE.name
     if not total:
         if not single_day:  # a range with nothing in it cannot be vouched for
             return CheckResult(name, FAIL, "no rows in player_game_summary for the range"), 0
         return CheckResult(name, PASS, "no rows (no games)"), 0
+    share = nulls / total
     low, high = settings.null_share_band
     ceiling = settings.null_share_fail_above
     figure = f"NULL minutes_played share {share:.1%} ({nulls} of {total} rows)"
@@ -141,24 +148,23 @@ def _null_share_rule(
         status, verdict = PASS, f"within the pass band {low:.0%}-{high:.0%}"
     rows: list[dict[str, Any]] = []
     if status != PASS and not single_day:
-        rows = _query(client, "checks/null_minutes_by_day.sql", start, end)
+        rows = _query(client, NULL_SHARE_RULE.sql_file, start, end)
         rows = sorted(rows, key=lambda r: r["null_share"], reverse=share > high)[:MAX_ROWS_SHOWN]
     return CheckResult(name, status, f"{figure}, {verdict}", rows, share), total
 
 
 def _zone_coverage_rule(
-    client: BigQueryClient, start: dt.date, end: dt.date, settings: NbaSettings
+    client: BigQueryClient, start: dt.date, end: dt.date, settings: NbaSettings, figures: dict[str, Any]
 ) -> CheckResult:
-    days = _query(client, ZONE_COVERAGE_RULE.sql_file, start, end)
-    fga = sum(day["fga"] for day in days)
+    fga, zoned = figures["fga"], figures["zoned_fga"]
     name, minimum = ZONE_COVERAGE_RULE.name, settings.min_zone_coverage
     if not fga:
         return CheckResult(name, PASS, "no field-goal attempts")
-    zoned = sum(day["zoned_fga"] for day in days)
     coverage = zoned / fga
     figure = f"{coverage:.1%} of {fga} field-goal attempts placed in a shot zone"
     if coverage >= minimum:
         return CheckResult(name, PASS, f"{figure}, at least {minimum:.0%}", value=coverage)
+    days = _query(client, ZONE_COVERAGE_RULE.sql_file, start, end)
     worst = sorted(days, key=lambda d: d["zoned_fga"] / d["fga"])[:MAX_ROWS_SHOWN]
     rows = [{**d, "coverage": round(d["zoned_fga"] / d["fga"], 4)} for d in worst]
     return CheckResult(name, FAIL, f"{figure}, below {minimum:.0%}", rows, coverage)
@@ -180,9 +186,10 @@ def run_checks(
     expected_rows: tuple[int, int] | None = None,
 ) -> list[CheckResult]:
     """Run every rule over ``[start, end]`` and return all results (no raising)."""
-    share, total = _null_share_rule(client, start, end, settings, single_day)
-    results = [share, _zone_coverage_rule(client, start, end, settings)]
-    results += [_row_rule(client, rule, start, end) for rule in ROW_RULES]
+    (figures,) = _query(client, FIGURES_SQL, start, end)
+    share, total = _null_share_rule(client, start, end, settings, single_day, figures)
+    results = [share, _zone_coverage_rule(client, start, end, settings, figures)]
+    results += [_row_rule(client, rule, start, end, figures[rule.name]) for rule in ROW_RULES]
     if expected_rows is not None:
         results.append(_row_count_rule(total, expected_rows))
     return results

@@ -46,17 +46,24 @@ def _failing_fast() -> Iterator[None]:
         raise
 
 
-def run_transform(
+def build_and_check_day(
     gcp_conn_id: str, day: dt.date, run_type: Any, *, now: dt.datetime | None = None
 ) -> dict[str, Any]:
-    """Build the run's game day (and, for a scheduled run, the days before it, for corrections).
+    """Build the run's game day (and, for a scheduled run, the days before it, for corrections),
+    then the quality gate over the days built. Returns the gate's figures (the Asset event's extra).
+
+    One task a day, not a build task and a gate task: each task process costs Airflow's start-up
+    (bench/README.md), and a day is one unit either way: clearing it rebuilds (idempotent) and
+    checks again. The gate's result stays visible: the return value (XCom) and the Asset event
+    carry its figures; a failed gate fails the task with a message that starts "player_game_summary
+    quality check failed" and names every failing rule.
 
     Before the day's games are over (``ready_at`` on the next morning, league time) the task goes
     up for reschedule until then, holding no worker and no pool slot. Creates the summary table
-    when missing. An incomplete raw partition fails the task at once and writes nothing for that
-    day. Returns the days built, for the gate.
+    when missing. An incomplete raw partition or a failed gate fails the task at once, without
+    retries; the rows already in the summary stay.
     """
-    from paceline.nba import build, settings, setup
+    from paceline.nba import build, quality, settings, setup
 
     config = settings.load()
     ready = build.ready_at(day, config)
@@ -72,7 +79,14 @@ def run_transform(
         if created.table_created:
             log.info("%s", created.describe())
         rows = {each.isoformat(): build.build_day(client, each).rows_affected for each in days}
-    return {"game_date": day.isoformat(), "days": [d.isoformat() for d in days], "rows_written": rows}
+        results = quality.check_day(client, days[0], end=days[-1], settings=config)
+    figures = {"game_date": day.isoformat(), "days": [d.isoformat() for d in days], "rows_written": rows,
+               **_figures(results)}
+    log.info("quality gate %s for %s: %s", figures["status"], ", ".join(figures["days"]),
+             "; ".join(f"{rule} {verdict}" for rule, verdict in figures["checks"].items()))
+    for note in figures["notes"]:
+        log.warning("quality warning (the day passes with this note): %s", note)
+    return figures
 
 
 def _figures(results: list[Any]) -> dict[str, Any]:
@@ -87,20 +101,6 @@ def _figures(results: list[Any]) -> dict[str, Any]:
         "null_minutes_share": values.get(quality.NULL_SHARE_RULE.name),
         "zone_coverage": values.get(quality.ZONE_COVERAGE_RULE.name),
     }
-
-
-def run_day_check(gcp_conn_id: str, built: dict[str, Any]) -> dict[str, Any]:
-    """The gate over the days ``run_transform`` built; fails the task (no retry) naming every
-    failing rule; logs each warning. Returns the figures (the Asset event's extra)."""
-    from paceline.nba import quality, settings
-
-    days = [dt.date.fromisoformat(d) for d in built["days"]]
-    with _failing_fast():
-        results = quality.check_day(bigquery_client(gcp_conn_id), days[0], end=days[-1], settings=settings.load())
-    figures = {"game_date": built["game_date"], "days": built["days"], **_figures(results)}
-    for note in figures["notes"]:
-        log.warning("quality warning (the day passes with this note): %s", note)
-    return figures
 
 
 def run_range_check(
