@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    # a SIGTERM (timeout, kill) still stops the stack below: Python's default would skip `finally`
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     end = args.start + dt.timedelta(days=args.days - 1)
     tmp = Path(tempfile.mkdtemp(prefix="paceline-nba-bench-"))
     processes: list[subprocess.Popen] = []
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         airflow(env, "db", "migrate")
         log(f"airflow db migrate: {time.monotonic() - started:.1f}s")
+        airflow(env, "pools", "import", str(ROOT / "config" / "pools.json"))  # the task runs in `bigquery`
         for name in AIRFLOW_PROCESSES:
             with open(tmp / f"{name}.log", "wb") as out:
                 processes.append(subprocess.Popen(  # noqa: S603
@@ -203,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = conn.execute(BACKFILL_RUNS, (DAG_ID,)).fetchall()
             tasks = conn.execute(TASKS, (DAG_ID,)).fetchall()
         report(args, end, client, runs, tasks, job_floor, command_wall)
-        return 0 if all(r[2] == "success" for r in runs) else 1
+        gate_ok = range_gate(emulator, args.start, end)
+        return 0 if all(r[2] == "success" for r in runs) and gate_ok else 1
     finally:
         for process in reversed(processes):
             with contextlib.suppress(ProcessLookupError):
@@ -221,6 +225,23 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def range_gate(emulator, start: dt.date, end: dt.date) -> bool:
+    """The range gate over the backfilled days, as `paceline nba check` runs it (with the old
+    system's 110,000-160,000 rows when the range is 2021-10-01..2024-05-01)."""
+    from paceline.nba import quality
+
+    started = time.monotonic()
+    try:
+        results = quality.check_range(emulator.rest_client(), start, end)
+    except quality.DataQualityError as failed:
+        print(f"range gate {start}..{end}: FAILED in {time.monotonic() - started:.1f}s\n{failed}")
+        return False
+    print(f"range gate {start}..{end}: passed in {time.monotonic() - started:.1f}s")
+    for result in results:
+        print(f"  {result.describe()}")
+    return True
 
 
 def report(args, end, client, runs, tasks, job_floor, command_wall) -> None:

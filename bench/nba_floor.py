@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    # a SIGTERM (timeout, kill) still stops the stack below: Python's default would skip `finally`
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     end = args.start + dt.timedelta(days=args.days - 1)
     tmp = Path(tempfile.mkdtemp(prefix="paceline-nba-floor-"))
     processes: list[subprocess.Popen] = []

@@ -195,3 +195,11 @@ def _service_account_key() -> dict:
     return {"type": "service_account", "project_id": "key-project", "private_key_id": "k1", "private_key": pem,
             "client_email": "paceline@key-project.iam.gserviceaccount.com", "client_id": "1",
             "token_uri": "https://oauth2.googleapis.com/token"}
+
+
+def test_retries_spent_raise_a_retryable_error(bq) -> None:
+    standin, client, waits = bq
+    standin.queries.extend([_error(503, "backendError", "Backend error")] * 6)
+    with pytest.raises(BigQueryError, match="HTTP 503 after 6 attempts") as unavailable:
+        client.query("SELECT 1")
+    assert not unavailable.value.permanent and len(waits) == 5  # the task's own retries come next

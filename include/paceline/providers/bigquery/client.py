@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from paceline.http.session import ApiSession, PermanentApiError
+from paceline.http.session import ApiError, ApiSession, PermanentApiError
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,8 @@ class BigQueryClient:
             response = self.session.request(method, f"{API_PATH}/projects/{self.project}/{path}", **kwargs)
         except PermanentApiError as exc:
             raise self._refusal(exc, what) from exc
+        except ApiError as exc:  # retries spent on 5xx, connection errors or throttles: retryable later
+            raise BigQueryError(f"{what}: {exc}", reason="unavailable", status=exc.status) from exc
         return response.json() if response.content else {}
 
     @staticmethod
