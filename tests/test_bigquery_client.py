@@ -93,10 +93,10 @@ def test_the_403_throttle_is_waited_out_and_a_5xx_retried_with_the_same_request_
     standin.queries.extend([
         _error(403, "rateLimitExceeded", "Exceeded rate limits: too many api requests per user per method"),
         _error(503, "backendError", "Backend error"),
-        _done(numDmlAffectedRows="42", statementType="MERGE"),
+        _done(numDmlAffectedRows="42"),
     ])
     result = client.query("MERGE ...")
-    assert result.num_dml_affected_rows == 42 and result.statement_type == "MERGE"
+    assert result.num_dml_affected_rows == 42
     assert len(waits) == 2 and client.session.stats.throttles == 1 and client.session.stats.retries == 1
     ids = {s["body"]["requestId"] for s in standin.seen}
     assert len(ids) == 1, "a retried jobs.query must carry the same requestId, or the MERGE could run twice"
@@ -110,7 +110,62 @@ def test_a_403_that_is_not_a_throttle_fails_at_once_as_permanent(bq) -> None:
     assert refused.value.permanent and waits == []
 
 
+def test_what_a_retry_can_fix_stays_retryable_and_the_rest_is_permanent(bq) -> None:
+    """Decided by BigQuery's reason (and its words), not by the HTTP status: BigQuery answers 400
+    for internal errors and for two MERGEs on one table at once, which a new job fixes."""
+    standin, client, waits = bq
+    answers = {
+        ("jobInternalError", "The job encountered an internal error during execution. Retrying the job may solve the problem."): False,
+        ("invalidQuery", "Could not serialize access to table proj:nba_analytics.player_game_summary due to concurrent update"): False,
+        ("invalidQuery", "Query error: minutes_format: 1 box_player row(s) of 2022-01-03 have malformed minutes"): True,
+        ("invalidQuery", 'Syntax error: Unexpected identifier "SELEC" at [1:1]'): True,
+        ("notFound", "Not found: Table proj:nba_raw.box_player was not found in location US"): True,
+        ("accessDenied", "Access Denied: Table proj:nba_raw.box_player: User does not have permission"): True,
+    }
+    for (reason, message), permanent in answers.items():
+        standin.queries.append(_error(400 if reason != "notFound" else 404, reason, message))
+        with pytest.raises(BigQueryError) as failed:
+            client.query("SELECT 1")
+        assert failed.value.permanent is permanent, (reason, message)
+    assert waits == []  # a 400 is not retried inside the call: the task's retries decide
+
+
+def test_a_failed_job_polled_for_its_results_fails_at_once(bq) -> None:
+    """getQueryResults answers a failed job with the job's own reason; a job that failed for
+    "too many table update operations" (403 rateLimitExceeded) must not be polled as a throttle."""
+    standin, client, waits = bq
+    standin.queries.append(Response(200, {"jobReference": {"jobId": "j9"}, "jobComplete": False}))
+    standin.results.append(_error(403, "rateLimitExceeded", "Exceeded rate limits: too many table update operations"))
+    with pytest.raises(BigQueryError, match="too many table update operations") as failed:
+        client.query("MERGE ...")
+    assert not failed.value.permanent and waits == [] and client.session.stats.throttles == 0
+    # a job BigQuery has not made visible yet is not a missing table
+    standin.queries.append(Response(200, {"jobReference": {"jobId": "j10"}, "jobComplete": False}))
+    standin.results.append(_error(404, "notFound", "Not found: Job proj:j10"))
+    with pytest.raises(BigQueryError) as missing:
+        client.query("SELECT 1")
+    assert not isinstance(missing.value, NotFound) and not missing.value.permanent
+
+
+def test_not_done_answers_that_come_back_early_are_paced(bq) -> None:
+    standin, client, waits = bq
+    standin.queries.append(Response(200, {"jobReference": {"jobId": "j1"}, "jobComplete": False}))
+    standin.results.extend([Response(200, {"jobReference": {"jobId": "j1"}, "jobComplete": False}), _done()])
+    client.query("SELECT 1")
+    assert waits == [1.0]  # one pause between the two polls, none after the last
+
+
+def test_a_body_that_is_not_json_is_retryable(bq) -> None:
+    standin, client, _ = bq
+    standin.queries.append(Response(200, "<html>proxy error</html>", {"Content-Type": "text/html"}))
+    with pytest.raises(BigQueryError, match="not JSON") as failed:
+        client.query("SELECT 1")
+    assert not failed.value.permanent
+
+
 def test_a_failed_job_raises_its_reason_and_warnings_alone_do_not(bq) -> None:
+    """A done job whose answer lists errors (the emulator's way of reporting a failure; BigQuery
+    answers an HTTP error, tested above): the job's status decides."""
     standin, client, _ = bq
     standin.queries.append(_done(errors=[{"reason": "notFound", "message": "Not found: Table proj:nba_raw.x"}]))
     standin.jobs.append(Response(200, {"status": {"state": "DONE", "errorResult": {
@@ -159,7 +214,7 @@ def test_an_expired_token_is_refreshed_once_on_401(bq, monkeypatch) -> None:
     assert [s["auth"] for s in standin.seen] == ["Bearer first", "Bearer fresh1"]
 
 
-def test_the_connection_decides_credentials_project_and_endpoint(monkeypatch) -> None:
+def test_the_connection_decides_credentials_project_and_endpoint(monkeypatch, tmp_path) -> None:
     from paceline.providers.bigquery.hook import BigQueryRestHook, endpoint
 
     monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
@@ -184,6 +239,28 @@ def test_the_connection_decides_credentials_project_and_endpoint(monkeypatch) ->
     credentials, project = BigQueryRestHook("bq_key").get_credentials_and_project()
     assert project == "key-project" and credentials.service_account_email == key["client_email"]
     assert credentials.scopes == ["https://www.googleapis.com/auth/cloud-platform"]
+
+    # a key pasted with its newlines escaped, under the old prefixed names, with a scope and a
+    # quota project; and a key file
+    escaped = {**key, "private_key": key["private_key"].replace("\n", "\\n")}
+    prefix = "extra__google_cloud_platform__"
+    monkeypatch.setenv("AIRFLOW_CONN_BQ_OLD", json.dumps({"conn_type": "google_cloud_platform", "extra": {
+        f"{prefix}keyfile_dict": json.dumps(escaped), f"{prefix}project": "p2",
+        f"{prefix}scope": "https://www.googleapis.com/auth/bigquery, https://www.googleapis.com/auth/drive",
+        f"{prefix}quota_project_id": "billing-project"}}))
+    credentials, project = BigQueryRestHook("bq_old").get_credentials_and_project()
+    assert project == "p2" and credentials.quota_project_id == "billing-project"
+    assert credentials.scopes == ["https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/drive"]
+    key_file = tmp_path / "sa.json"
+    key_file.write_text(json.dumps(key))
+    monkeypatch.setenv("AIRFLOW_CONN_BQ_FILE", json.dumps({"conn_type": "google_cloud_platform",
+                                                           "extra": {"key_path": str(key_file)}}))
+    credentials, project = BigQueryRestHook("bq_file").get_credentials_and_project()
+    assert project == "key-project" and credentials.service_account_email == key["client_email"]
+    monkeypatch.setenv("AIRFLOW_CONN_BQ_BOTH", json.dumps({"conn_type": "google_cloud_platform", "extra": {
+        "key_path": str(key_file), "keyfile_dict": json.dumps(key)}}))
+    with pytest.raises(BigQueryError, match="both key_path and keyfile_dict"):
+        BigQueryRestHook("bq_both").get_client()
 
 
 def _service_account_key() -> dict:

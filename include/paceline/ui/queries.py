@@ -381,7 +381,9 @@ def nba_null_share(client: Any = None, *, conn_id: str | None = None, timeout_s:
             from paceline.http.session import RetryPolicy
             from paceline.providers.bigquery import BigQueryRestHook
 
-            hook = BigQueryRestHook(conn_id or GOOGLE_CONN_ID, retry=RetryPolicy(attempts=0), timeout=(3.0, timeout_s))
+            # one try, and a throttle is not waited out longer than the page waits
+            retry = RetryPolicy(attempts=0, throttle_max_wait_s=timeout_s)
+            hook = BigQueryRestHook(conn_id or GOOGLE_CONN_ID, retry=retry, timeout=(3.0, timeout_s))
             client = hook.get_client()
         # A thread of its own with a hard limit: an unreachable endpoint must not hold the page.
         result["days"] = _bq_pool.submit(_null_share_rows, client, timeout_s).result(timeout=timeout_s + 5)

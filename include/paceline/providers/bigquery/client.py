@@ -18,6 +18,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -40,6 +41,10 @@ MAX_ERRORS_SHOWN = 3
 
 # Reasons a retry cannot change: the statement, the table or the permissions must be fixed first.
 PERMANENT_REASONS = frozenset({"invalidQuery", "invalid", "notFound", "accessDenied", "duplicate", "billingNotEnabled"})
+# ...except these: BigQuery answers some failures a new job would not hit with the same reasons
+# (HTTP 400 invalidQuery for two MERGEs on one table at once, "Retrying the job may solve...").
+RETRYABLE_MESSAGES = re.compile(r"concurrent update|could not serialize access|retrying the job may solve", re.I)
+POLL_PAUSE_S = 1.0  # between two "not done yet" answers that came back early
 
 
 class BigQueryError(RuntimeError):
@@ -52,8 +57,12 @@ class BigQueryError(RuntimeError):
 
     @property
     def permanent(self) -> bool:
-        """True when retrying cannot help (a bad statement, a missing table, no permission)."""
-        return self.reason in PERMANENT_REASONS or self.status in (400, 401, 404)
+        """True when retrying cannot help (a bad statement, a missing table, no permission). Decided
+        by BigQuery's reason, not the HTTP status: BigQuery answers 400 for some failures a retry
+        fixes (``jobInternalError``, a concurrent update), and those stay retryable."""
+        if RETRYABLE_MESSAGES.search(str(self)):
+            return False
+        return self.reason in PERMANENT_REASONS or self.status == 401
 
 
 class NotFound(BigQueryError):
@@ -61,8 +70,16 @@ class NotFound(BigQueryError):
 
 
 def is_rate_limited(response: requests.Response) -> bool:
-    """BigQuery's throttle: HTTP 403 with reason ``rateLimitExceeded`` (not a permission error)."""
-    return response.status_code == 403 and "rateLimitExceeded" in response.text
+    """BigQuery's throttle: HTTP 403 with reason ``rateLimitExceeded`` (not a permission error).
+
+    Not on a job's results (``GET .../queries/{jobId}``): there the error answer is the failed
+    job's own reason ("too many table update operations" is ``rateLimitExceeded`` too), and
+    polling a failed job again cannot change it.
+    """
+    if response.status_code != 403 or "rateLimitExceeded" not in response.text:
+        return False
+    request = response.request
+    return not (request is not None and request.method == "GET" and "/queries/" in (request.path_url or ""))
 
 
 @dataclass(frozen=True)
@@ -70,7 +87,6 @@ class QueryResult:
     job_id: str
     rows: list[dict[str, Any]]
     num_dml_affected_rows: int | None = None
-    statement_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +197,10 @@ class BigQueryClient:
             raise self._refusal(exc, what) from exc
         except ApiError as exc:  # retries spent on 5xx, connection errors or throttles: retryable later
             raise BigQueryError(f"{what}: {exc}", reason="unavailable", status=exc.status) from exc
-        return response.json() if response.content else {}
+        try:
+            return response.json() if response.content else {}
+        except ValueError as exc:  # a proxy's HTML page, say: not BigQuery's answer, so worth a retry
+            raise BigQueryError(f"{what}: not JSON: {response.text[:200]!r}", reason="unavailable") from exc
 
     @staticmethod
     def _refusal(exc: PermanentApiError, what: str) -> BigQueryError:
@@ -221,9 +240,13 @@ class BigQueryClient:
         job_id = reference.get("jobId", "")
         location = reference.get("location") or self.location
         while not answer.get("jobComplete"):
-            if deadline is not None and time.monotonic() > deadline:
+            left_s = None if deadline is None else deadline - time.monotonic()
+            if left_s is not None and left_s <= 0:
                 raise BigQueryError(f"job {job_id} not done within {timeout_s:.0f} s", reason="timeout")
-            answer = self._results(job_id, location, None)
+            asked = time.monotonic()
+            answer = self._results(job_id, location, None, left_s)
+            if not answer.get("jobComplete") and time.monotonic() - asked < POLL_PAUSE_S:
+                self.session.sleep(POLL_PAUSE_S)
         if answer.get("errors"):
             self._raise_if_failed(job_id, location, answer["errors"])
         fields = (answer.get("schema") or {}).get("fields", [])
@@ -234,21 +257,31 @@ class BigQueryClient:
             rows.extend(_row(fields, raw) for raw in page.get("rows", []))
             token = page.get("pageToken")
         affected = answer.get("numDmlAffectedRows")
-        return QueryResult(job_id, rows, int(affected) if affected is not None else None, answer.get("statementType"))
+        return QueryResult(job_id, rows, int(affected) if affected is not None else None)
 
-    def _results(self, job_id: str, location: str | None, page_token: str | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"timeoutMs": WAIT_MS, "formatOptions.useInt64Timestamp": "true"}
+    def _results(self, job_id: str, location: str | None, page_token: str | None,
+                 left_s: float | None = None) -> dict[str, Any]:
+        """``getQueryResults``. An error answer here is the job's own failure, classified by its
+        reason; a 404 is a job BigQuery has not made visible yet, so it stays retryable."""
+        wait_ms = WAIT_MS if left_s is None else max(0, min(WAIT_MS, int(left_s * 1000)))
+        params: dict[str, Any] = {"timeoutMs": wait_ms, "formatOptions.useInt64Timestamp": "true"}
         if location:
             params["location"] = location
         if page_token:
             params["pageToken"] = page_token
-        return self._call("GET", f"queries/{job_id}", f"results of job {job_id}", params=params)
+        try:
+            return self._call("GET", f"queries/{job_id}", f"results of job {job_id}", params=params)
+        except NotFound as exc:
+            raise BigQueryError(str(exc), reason="jobNotFound", status=exc.status) from exc
 
     def _raise_if_failed(self, job_id: str, location: str | None, errors: list[Mapping[str, Any]]) -> None:
         """A done job's answer that lists errors: the job's status says whether they failed it
         (some answers carry warnings only)."""
         params = {"location": location} if location else None
-        status = self._call("GET", f"jobs/{job_id}", f"job {job_id}", params=params).get("status", {})
+        try:
+            status = self._call("GET", f"jobs/{job_id}", f"job {job_id}", params=params).get("status", {})
+        except NotFound as exc:  # the job itself, not a table: not visible yet
+            raise BigQueryError(str(exc), reason="jobNotFound", status=exc.status) from exc
         failure = status.get("errorResult")
         if failure:
             _raise_for(failure, f"job {job_id} failed")

@@ -9,8 +9,8 @@ The connection is the google provider's (``google_cloud_default``), read the way
   application-default login``, a VM's service account).
 
 Anything else the google provider supports (impersonation chains, credential configuration files,
-keys in Secret Manager, ``.p12`` keys) is handed to ``GoogleBaseHook`` itself, so every
-connection that works for the provider works here. The project is the connection's ``project``
+keys in Secret Manager, ``.p12`` keys) is handed to ``GoogleBaseHook`` itself. ``scope`` and
+``quota_project_id`` are honoured, and a key with escaped newlines is read as the provider reads it. The project is the connection's ``project``
 extra, else the credentials'. ``BIGQUERY_EMULATOR_HOST`` points every call at an emulator.
 """
 
@@ -101,23 +101,32 @@ class BigQueryRestHook(BaseHook):
             from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 
             credentials, found = GoogleBaseHook(gcp_conn_id=self.gcp_conn_id).get_credentials_and_project_id()
-            return credentials, project or found
+            return credentials, project or found  # the provider applied quota_project_id itself
         scopes = [s.strip() for s in str(_field(extras, "scope") or "").split(",") if s.strip()] or list(DEFAULT_SCOPES)
         keyfile = _field(extras, "keyfile_dict")
+        if keyfile and key_path:  # as the provider: which one was meant is not ours to guess
+            raise BigQueryError(f"connection {self.gcp_conn_id} sets both key_path and keyfile_dict: keep one",
+                                reason="invalid")
         if keyfile or key_path:
             from google.oauth2 import service_account
 
             if keyfile:
                 info = json.loads(keyfile) if isinstance(keyfile, str) else dict(keyfile)
-                _mask(info.get("private_key"))
             else:
                 with open(key_path) as handle:
                     info = json.load(handle)
+            # a key pasted into a form or an environment variable often keeps its newlines escaped
+            info["private_key"] = str(info.get("private_key", "")).replace("\\n", "\n")
+            _mask(info["private_key"])
             credentials = service_account.Credentials.from_service_account_info(info, scopes=scopes)
-            return credentials, project or info.get("project_id")
-        import google.auth
+            found = info.get("project_id")
+        else:
+            import google.auth
 
-        credentials, found = google.auth.default(scopes=scopes)
+            credentials, found = google.auth.default(scopes=scopes)
+        quota_project = _field(extras, "quota_project_id")
+        if quota_project:  # who is billed for the calls, as the provider does
+            credentials = credentials.with_quota_project(quota_project)
         return credentials, project or found
 
     def get_client(self) -> BigQueryClient:
