@@ -455,7 +455,10 @@ class LaneHold:
     def expect_done_in(self, seconds: float) -> None:
         if self._conn is None or self._conn.closed:
             return
-        name = f"{holder_name()[:40]}{LANE_DONE_AT}{time.time() + max(0.0, seconds):.1f}"
+        # to 0.1 s (application_name holds 63 characters), rounded down: an estimate never
+        # sends a waiting task away for longer than the holder said
+        done_at = math.floor((time.time() + max(0.0, seconds)) * 10) / 10
+        name = f"{holder_name()[:40]}{LANE_DONE_AT}{done_at:.1f}"
         self._conn.execute(SET_APPLICATION_NAME, (name,))
 
 
