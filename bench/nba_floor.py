@@ -62,7 +62,7 @@ from paceline.sandbox import bigquery as sb  # noqa: E402
 TWO_TASK_FLOORS = ("nba_floor", "nba_floor_again")  # one DAG per backfill: each needs runs of its own
 ONE_TASK_FLOORS = ("nba_floor_one_task", "nba_floor_one_task_again")
 FLOOR_DAG_IDS = TWO_TASK_FLOORS + ONE_TASK_FLOORS
-TWO_TASK_FLOOR = '''"""DAG_ID: a gated day in two tasks that do nothing (bench/nba_floor.py)."""
+FLOOR_HEAD = '''"""DAG_ID: DOC (bench/nba_floor.py)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ with DAG(
     catchup=False,
     default_args={**DEFAULT_ARGS, "retries": 2, "pool": "bigquery"},
 ) as dag:
-
+'''
+TWO_TASK_FLOOR = FLOOR_HEAD.replace("DOC", "a gated day in two tasks that do nothing") + '''
     @task
     def transform_day(data_interval_start: dt.datetime | None = None, dag_run=None) -> dict:
         return {"game_date": data_interval_start.date().isoformat(), "days": [], "rows_written": {}}
@@ -93,26 +94,7 @@ with DAG(
 
     check_day(transform_day())
 '''
-ONE_TASK_FLOOR = '''"""DAG_ID: nba_player_game_summary's shape, one task a day that does nothing (bench/nba_floor.py)."""
-
-from __future__ import annotations
-
-import datetime as dt
-
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
-
-from paceline.dag_defaults import DEFAULT_ARGS
-
-FLOOR = Asset(name="DAG_ID", uri="bigquery://paceline/nba_analytics/DAG_ID")
-
-with DAG(
-    dag_id="DAG_ID",
-    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
-    start_date=dt.datetime(2021, 10, 1, tzinfo=dt.UTC),
-    catchup=False,
-    default_args={**DEFAULT_ARGS, "retries": 2, "pool": "bigquery"},
-) as dag:
-
+ONE_TASK_FLOOR = FLOOR_HEAD.replace("DOC", "nba_player_game_summary's shape, one task a day that does nothing") + '''
     @task(outlets=[FLOOR])
     def build_and_check_day(data_interval_start: dt.datetime | None = None, dag_run=None,
                             outlet_events=None) -> dict:
