@@ -42,6 +42,17 @@ def redact(text: str) -> str:
     return SECRET_QUERY_PARAMS.sub(r"\1***", text)
 
 
+def mask(*values: Any) -> None:
+    """Register values with Airflow's secrets masker (a no-op outside Airflow's logging)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - very old SDKs
+        return
+    for value in values:
+        if value:
+            mask_secret(value)
+
+
 class RedactQuerySecrets(logging.Filter):
     """urllib3 logs each request line at DEBUG, query string included; credentials sent as query
     parameters (RunSignUp's api_key/api_secret) must not reach any log."""

@@ -14,18 +14,7 @@ from airflow.sdk import BaseHook
 
 from paceline.config import WAREHOUSE_CONN_ID
 from paceline.http.limiter import RateSpec, SharedRateLimiter
-from paceline.http.session import ApiSession, RetryPolicy, redact
-
-
-def mask(*values: Any) -> None:
-    """Register values with Airflow's secrets masker (a no-op outside Airflow's logging)."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - very old SDKs
-        return
-    for value in values:
-        if value:
-            mask_secret(value)
+from paceline.http.session import ApiSession, RetryPolicy, mask, redact
 
 
 @functools.cache

@@ -24,7 +24,7 @@ import requests
 from airflow.sdk import BaseHook
 
 from paceline.config import GOOGLE_CONN_ID
-from paceline.http.session import ApiSession, RetryPolicy
+from paceline.http.session import ApiSession, RetryPolicy, mask
 from paceline.providers.bigquery.client import BigQueryClient, BigQueryError, is_rate_limited
 
 DEFAULT_ENDPOINT = "https://bigquery.googleapis.com"
@@ -64,13 +64,6 @@ class GoogleCredentialsAuth(requests.auth.AuthBase):
 
 def _field(extras: dict[str, Any], name: str) -> Any:
     return extras.get(name) or extras.get(f"{EXTRA_PREFIX}{name}")
-
-
-def _mask(value: Any) -> None:
-    if value:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(value)
 
 
 class BigQueryRestHook(BaseHook):
@@ -117,7 +110,7 @@ class BigQueryRestHook(BaseHook):
                     info = json.load(handle)
             # a key pasted into a form or an environment variable often keeps its newlines escaped
             info["private_key"] = str(info.get("private_key", "")).replace("\\n", "\n")
-            _mask(info["private_key"])
+            mask(info["private_key"])
             credentials = service_account.Credentials.from_service_account_info(info, scopes=scopes)
             found = info.get("project_id")
         else:
