@@ -178,10 +178,9 @@ class BigQueryClient:
     connection) or :meth:`anonymous` (the local emulator).
     """
 
-    def __init__(self, session: ApiSession, project: str, *, location: str | None = None) -> None:
+    def __init__(self, session: ApiSession, project: str) -> None:
         self.session = session
         self.project = project
-        self.location = location
 
     @classmethod
     def anonymous(cls, endpoint: str, project: str, **session_kwargs: Any) -> BigQueryClient:
@@ -232,13 +231,11 @@ class BigQueryClient:
             "requestId": str(uuid.uuid4()),  # a retried call does not start a second job
             "formatOptions": {"useInt64Timestamp": True},
         }
-        if self.location:
-            body["location"] = self.location
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         answer = self._call("POST", "queries", "query", json=body)
         reference = answer.get("jobReference") or {}
         job_id = reference.get("jobId", "")
-        location = reference.get("location") or self.location
+        location = reference.get("location")  # BigQuery's, from the datasets the statement reads
         while not answer.get("jobComplete"):
             left_s = None if deadline is None else deadline - time.monotonic()
             if left_s is not None and left_s <= 0:
